@@ -1,0 +1,166 @@
+//! Brokers: the seed's broker surface as one trait, with delivery receipts.
+//!
+//! A dequeued package carries a [`Receipt`]. Until the receipt is acknowledged
+//! (or failed, or released) the package is invisible to other consumers; when
+//! its deadline passes it is delivered again. The deadline is never shorter
+//! than the task's own timeout plus `receipt_margin`, and a cluster extends it
+//! while the task runs.
+
+pub mod sql;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::{BrokerKind, Config, broker_kind};
+use crate::package::Package;
+use crate::store::{Database, DatabaseError};
+
+pub use sql::SqlBroker;
+
+/// Why a broker call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker's database failed.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    /// The configured broker is not available in this build.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A receipt this broker did not issue.
+    #[error("not a receipt of this broker: {0:?}")]
+    BadReceipt(String),
+}
+
+impl From<sqlx::Error> for BrokerError {
+    fn from(error: sqlx::Error) -> BrokerError {
+        BrokerError::Database(DatabaseError::Query(error))
+    }
+}
+
+/// Proof of one delivery, used to acknowledge, fail, release or extend it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Receipt(pub String);
+
+/// A package handed out by `dequeue`, with its receipt.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Acknowledge with this when the task is done.
+    pub receipt: Receipt,
+    /// The package, not yet verified.
+    pub package: Package,
+    /// How many times this package has been delivered, this time included.
+    pub attempt: u32,
+}
+
+/// Name and version of a broker, for `q8s info`.
+#[derive(Debug, Clone)]
+pub struct BrokerInfo {
+    /// Broker kind, e.g. `sql/sqlite`.
+    pub name: String,
+    /// Where it is, password hidden.
+    pub location: String,
+}
+
+/// The seed's broker surface, with receipts on every broker.
+#[async_trait]
+pub trait Broker: Send + Sync + std::fmt::Debug {
+    /// Puts a package on the queue; `timeout` is the task's own limit, for its receipt. Returns the broker's id.
+    async fn enqueue(&self, package: &Package, timeout: Option<u64>)
+    -> Result<String, BrokerError>;
+    /// Takes up to `bulk` packages that are waiting or whose receipt expired.
+    async fn dequeue(&self, bulk: usize) -> Result<Vec<Delivery>, BrokerError>;
+    /// The task is done: remove the package.
+    async fn acknowledge(&self, receipt: &Receipt) -> Result<(), BrokerError>;
+    /// The package cannot be processed (it does not verify): discard it.
+    async fn fail(&self, receipt: &Receipt) -> Result<(), BrokerError>;
+    /// Removes a package whatever its state.
+    async fn delete(&self, receipt: &Receipt) -> Result<(), BrokerError>;
+    /// Hands a package back at once, without counting the delivery (it never started).
+    async fn release(&self, receipt: &Receipt) -> Result<(), BrokerError>;
+    /// Pushes the deadlines of running tasks' receipts `lease` into the future.
+    async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError>;
+    /// Removes every package of this queue; returns how many.
+    async fn purge_queue(&self) -> Result<u64, BrokerError>;
+    /// Removes the queue itself.
+    async fn delete_queue(&self) -> Result<(), BrokerError>;
+    /// Packages waiting to be delivered (not those in flight).
+    async fn queue_size(&self) -> Result<u64, BrokerError>;
+    /// Packages delivered and not yet acknowledged, whose receipts are live.
+    async fn lock_size(&self) -> Result<u64, BrokerError>;
+    /// Whether the broker answers.
+    async fn ping(&self) -> Result<(), BrokerError>;
+    /// Name and location.
+    fn info(&self) -> BrokerInfo;
+}
+
+/// How long receipts last: at least `retry`, and at least the task's timeout plus `margin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leases {
+    /// The configured `retry`.
+    pub retry: Duration,
+    /// The configured `receipt_margin`.
+    pub margin: Duration,
+}
+
+impl Leases {
+    /// The receipts of `config`.
+    pub fn from_config(config: &Config) -> Leases {
+        Leases {
+            retry: Duration::from_secs(config.retry),
+            margin: Duration::from_secs(config.receipt_margin),
+        }
+    }
+
+    /// How long the receipt of a task with `timeout` seconds lasts.
+    pub fn lease(&self, timeout: Option<u64>) -> Duration {
+        let by_timeout = timeout.map_or(Duration::ZERO, |t| Duration::from_secs(t) + self.margin);
+        self.retry.max(by_timeout)
+    }
+}
+
+/// The broker `config` names; `database` is reused when the broker is on the store's database.
+pub async fn connect(
+    config: &Config,
+    store: Option<&Database>,
+) -> Result<Arc<dyn Broker>, BrokerError> {
+    if let Some((option, _)) = config.foreign_brokers.iter().next() {
+        return Err(BrokerError::Unsupported(format!(
+            "option `{option}` names a broker q8s does not have; \
+             use broker = \"sqlite://…\", \"postgres://…\" (or redis:// and sqs:// once built)"
+        )));
+    }
+    let kind = broker_kind(&config.broker).map_err(BrokerError::Unsupported)?;
+    match kind {
+        BrokerKind::Sqlite | BrokerKind::Postgres => {
+            let database = match store {
+                Some(database) if config.broker == config.store => database.clone(),
+                _ => Database::connect(&config.broker).await?,
+            };
+            Ok(Arc::new(SqlBroker::new(database, &config.name, Leases::from_config(config))))
+        }
+        BrokerKind::Redis => Err(BrokerError::Unsupported(
+            "the Redis broker is not built yet in this version; use broker = \"sqlite://q8s.db\" or \"postgres://…\"".into(),
+        )),
+        BrokerKind::Sqs => Err(BrokerError::Unsupported(
+            "the SQS broker is not built yet in this version; use broker = \"sqlite://q8s.db\" or \"postgres://…\"".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_is_retry_or_timeout_plus_margin_whichever_is_longer() {
+        let leases = Leases {
+            retry: Duration::from_secs(60),
+            margin: Duration::from_secs(30),
+        };
+        assert_eq!(leases.lease(None), Duration::from_secs(60));
+        assert_eq!(leases.lease(Some(10)), Duration::from_secs(60));
+        assert_eq!(leases.lease(Some(300)), Duration::from_secs(330));
+    }
+}

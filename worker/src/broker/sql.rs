@@ -1,0 +1,226 @@
+//! The SQL broker (the seed's ORM broker) on SQLite and PostgreSQL.
+//!
+//! One row per package in `q8s_queue`. Dequeue sets `locked_until` to the
+//! receipt's deadline in the same statement that selects the rows, so two
+//! consumers never take the same row while its receipt is live; on PostgreSQL
+//! the selection uses `FOR UPDATE SKIP LOCKED` so consumers do not queue up
+//! behind each other's locks. SQLite serializes writers by itself.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{Broker, BrokerError, BrokerInfo, Delivery, Leases, Receipt};
+use crate::package::Package;
+use crate::store::db::now_micros;
+use crate::store::{Database, Dialect};
+
+/// The SQL broker for one queue (the cluster name).
+#[derive(Debug, Clone)]
+pub struct SqlBroker {
+    db: Database,
+    queue: String,
+    leases: Leases,
+}
+
+impl SqlBroker {
+    /// A broker for queue `queue` on `db`.
+    pub fn new(db: Database, queue: &str, leases: Leases) -> SqlBroker {
+        SqlBroker {
+            db,
+            queue: queue.to_string(),
+            leases,
+        }
+    }
+
+    fn dequeue_sql(&self) -> &'static str {
+        // The lease is max(retry, timeout + margin), in microseconds, computed per row.
+        match self.db.dialect() {
+            Dialect::Postgres => {
+                "UPDATE q8s_queue SET deliveries = deliveries + 1, locked_until = $1 + \
+                 CASE WHEN timeout_secs IS NOT NULL AND timeout_secs * 1000000 + $2 > $3 \
+                 THEN timeout_secs * 1000000 + $2 ELSE $3 END \
+                 WHERE id IN (SELECT id FROM q8s_queue WHERE queue = $4 AND locked_until <= $1 \
+                 ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, payload, deliveries"
+            }
+            Dialect::Sqlite => {
+                "UPDATE q8s_queue SET deliveries = deliveries + 1, locked_until = $1 + \
+                 CASE WHEN timeout_secs IS NOT NULL AND timeout_secs * 1000000 + $2 > $3 \
+                 THEN timeout_secs * 1000000 + $2 ELSE $3 END \
+                 WHERE id IN (SELECT id FROM q8s_queue WHERE queue = $4 AND locked_until <= $1 \
+                 ORDER BY id LIMIT $5) \
+                 RETURNING id, payload, deliveries"
+            }
+        }
+    }
+}
+
+/// A receipt is the row id and the delivery number: `"<id>.<delivery>"`.
+fn receipt(id: i64, delivery: i64) -> Receipt {
+    Receipt(format!("{id}.{delivery}"))
+}
+
+fn parse_receipt(receipt: &Receipt) -> Result<(i64, i64), BrokerError> {
+    receipt
+        .0
+        .split_once('.')
+        .and_then(|(id, delivery)| Some((id.parse().ok()?, delivery.parse().ok()?)))
+        .ok_or_else(|| BrokerError::BadReceipt(receipt.0.clone()))
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Broker for SqlBroker {
+    async fn enqueue(
+        &self,
+        package: &Package,
+        timeout: Option<u64>,
+    ) -> Result<String, BrokerError> {
+        let row = sqlx::query(
+            "INSERT INTO q8s_queue (queue, payload, timeout_secs, enqueued_at, locked_until, deliveries) \
+             VALUES ($1, $2, $3, $4, 0, 0) RETURNING id",
+        )
+        .bind(&self.queue)
+        .bind(package.as_bytes())
+        .bind(timeout.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
+        .bind(now_micros())
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok(row.try_get::<i64, _>(0)?.to_string())
+    }
+
+    async fn dequeue(&self, bulk: usize) -> Result<Vec<Delivery>, BrokerError> {
+        let rows = sqlx::query(self.dequeue_sql())
+            .bind(now_micros())
+            .bind(micros(self.leases.margin))
+            .bind(micros(self.leases.retry))
+            .bind(&self.queue)
+            .bind(i64::try_from(bulk.max(1)).unwrap_or(i64::MAX))
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut deliveries = rows
+            .iter()
+            .map(|row| {
+                let id: i64 = row.try_get("id")?;
+                let delivery: i64 = row.try_get("deliveries")?;
+                Ok((
+                    id,
+                    Delivery {
+                        receipt: receipt(id, delivery),
+                        package: Package::from_bytes(row.try_get("payload")?),
+                        attempt: u32::try_from(delivery).unwrap_or(u32::MAX),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        deliveries.sort_by_key(|(id, _)| *id);
+        Ok(deliveries
+            .into_iter()
+            .map(|(_, delivery)| delivery)
+            .collect())
+    }
+
+    async fn acknowledge(&self, receipt: &Receipt) -> Result<(), BrokerError> {
+        self.delete(receipt).await
+    }
+
+    async fn fail(&self, receipt: &Receipt) -> Result<(), BrokerError> {
+        self.delete(receipt).await
+    }
+
+    async fn delete(&self, receipt: &Receipt) -> Result<(), BrokerError> {
+        let (id, _) = parse_receipt(receipt)?;
+        sqlx::query("DELETE FROM q8s_queue WHERE id = $1")
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn release(&self, receipt: &Receipt) -> Result<(), BrokerError> {
+        let (id, delivery) = parse_receipt(receipt)?;
+        sqlx::query(
+            "UPDATE q8s_queue SET locked_until = 0, deliveries = deliveries - 1 \
+             WHERE id = $1 AND deliveries = $2",
+        )
+        .bind(id)
+        .bind(delivery)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError> {
+        let deadline = now_micros().saturating_add(micros(lease));
+        let mut transaction = self.db.pool().begin().await?;
+        for receipt in receipts {
+            let (id, delivery) = parse_receipt(receipt)?;
+            // Only while this delivery still holds the package: never extend someone else's.
+            sqlx::query(
+                "UPDATE q8s_queue SET locked_until = $1 \
+                 WHERE id = $2 AND deliveries = $3 AND locked_until < $1",
+            )
+            .bind(deadline)
+            .bind(id)
+            .bind(delivery)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn purge_queue(&self) -> Result<u64, BrokerError> {
+        let done = sqlx::query("DELETE FROM q8s_queue WHERE queue = $1")
+            .bind(&self.queue)
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_queue(&self) -> Result<(), BrokerError> {
+        // Queues are rows of a shared table: deleting one is purging it.
+        self.purge_queue().await.map(|_| ())
+    }
+
+    async fn queue_size(&self) -> Result<u64, BrokerError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) FROM q8s_queue WHERE queue = $1 AND locked_until <= $2")
+                .bind(&self.queue)
+                .bind(now_micros())
+                .fetch_one(self.db.pool())
+                .await?;
+        Ok(row.try_get::<i64, _>(0)? as u64)
+    }
+
+    async fn lock_size(&self) -> Result<u64, BrokerError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) FROM q8s_queue WHERE queue = $1 AND locked_until > $2")
+                .bind(&self.queue)
+                .bind(now_micros())
+                .fetch_one(self.db.pool())
+                .await?;
+        Ok(row.try_get::<i64, _>(0)? as u64)
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        sqlx::query("SELECT 1").execute(self.db.pool()).await?;
+        Ok(())
+    }
+
+    fn info(&self) -> BrokerInfo {
+        let dialect = match self.db.dialect() {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        };
+        BrokerInfo {
+            name: format!("sql/{dialect}"),
+            location: self.db.url().to_string(),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! One function per command: call the client, print the answer.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::{EnqueueArgs, Exit, Failure, FailuresCommand, GroupCommand, QueueCommand};
+use crate::client::{Client, TaskRequest};
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::task::TaskRecord;
+
+/// Largest `--wait` accepted: a day.
+const MAX_WAIT_SECONDS: f64 = 86_400.0;
+
+fn print_json(value: &impl serde::Serialize, pretty: bool) -> Result<(), Failure> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    }
+    .map_err(|e| {
+        Failure::new(
+            Exit::Failed,
+            format!("cannot print the result as JSON: {e}"),
+        )
+    })?;
+    println!("{text}");
+    Ok(())
+}
+
+/// An argument is JSON if it parses as JSON, else a string.
+fn parse_argument(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+fn parse_object(flag: &str, text: &str) -> Result<Map<String, Value>, Failure> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(Failure::new(
+            Exit::Usage,
+            format!("{flag} must be a JSON object, e.g. {flag} '{{\"x\": 1}}'; got {text}"),
+        )),
+    }
+}
+
+pub(super) async fn enqueue(config: Config, args: EnqueueArgs) -> Result<Exit, Failure> {
+    let mut request = TaskRequest::new(args.func);
+    request.args = args.args.iter().map(|a| parse_argument(a)).collect();
+    if let Some(kwargs) = &args.kwargs {
+        request.kwargs = parse_object("--kwargs", kwargs)?;
+    }
+    request.group = args.group;
+    request.hook = args.hook;
+    request.timeout = args.timeout;
+    request.save = match (args.save, args.no_save) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    if args.sync {
+        request.sync = Some(true);
+    }
+    if let Some(options) = &args.q_options {
+        request = request.q_options(&parse_object("--q-options", options)?)?;
+    }
+    let client = Client::connect(config).await?;
+    let id = client.enqueue(request).await?;
+    println!("{id}");
+    Ok(Exit::Ok)
+}
+
+pub(super) async fn result(config: Config, id: &str, wait: Option<f64>) -> Result<Exit, Failure> {
+    let client = Client::connect(config).await?;
+    let outcome = match wait {
+        Some(seconds) if (0.0..=MAX_WAIT_SECONDS).contains(&seconds) => {
+            client
+                .wait_result(id, Duration::from_secs_f64(seconds))
+                .await?
+        }
+        Some(seconds) => {
+            return Err(Failure::new(
+                Exit::Usage,
+                format!(
+                    "--wait {seconds}: give a number of seconds between 0 and {MAX_WAIT_SECONDS}"
+                ),
+            ));
+        }
+        None => client.result(id).await?,
+    };
+    match outcome {
+        Some(Ok(value)) => {
+            print_json(&value, false)?;
+            Ok(Exit::Ok)
+        }
+        Some(Err(error)) => {
+            eprintln!(
+                "task {id} failed ({}): {}",
+                error.kind.as_str(),
+                error.message
+            );
+            Ok(Exit::Failed)
+        }
+        None => {
+            eprintln!(
+                "no result for {id} yet: it has not finished, or it was never enqueued, or its success was not saved (save_limit)"
+            );
+            Ok(Exit::NoResult)
+        }
+    }
+}
+
+pub(super) async fn fetch(config: Config, id: &str) -> Result<Exit, Failure> {
+    let client = Client::connect(config).await?;
+    match client.fetch(id).await? {
+        Some(record) => {
+            print_json(&record, true)?;
+            Ok(Exit::Ok)
+        }
+        None => {
+            eprintln!("no finished task with id or name {id}");
+            Ok(Exit::NoResult)
+        }
+    }
+}
+
+pub(super) async fn group(config: Config, command: GroupCommand) -> Result<Exit, Failure> {
+    let client = Client::connect(config).await?;
+    match command {
+        GroupCommand::Result { group, failures } => {
+            print_json(&client.result_group(&group, failures).await?, false)?
+        }
+        GroupCommand::Fetch { group, no_failures } => {
+            print_json(&client.fetch_group(&group, !no_failures).await?, true)?
+        }
+        GroupCommand::Count { group, failures } => {
+            println!("{}", client.count_group(&group, failures).await?)
+        }
+        GroupCommand::Delete { group, tasks } => {
+            println!("{}", client.delete_group(&group, tasks).await?)
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+pub(super) async fn queue(config: Config, command: QueueCommand) -> Result<Exit, Failure> {
+    let client = Client::connect(config).await?;
+    match command {
+        QueueCommand::Size { json } => {
+            let waiting = client.queue_size().await?;
+            let in_flight = client
+                .broker()
+                .lock_size()
+                .await
+                .map_err(crate::client::ClientError::from)?;
+            if json {
+                print_json(
+                    &serde_json::json!({ "queued": waiting, "in_flight": in_flight }),
+                    false,
+                )?;
+            } else {
+                println!("{waiting} queued, {in_flight} in flight");
+            }
+        }
+        QueueCommand::Purge => {
+            let purged = client
+                .broker()
+                .purge_queue()
+                .await
+                .map_err(crate::client::ClientError::from)?;
+            println!("{purged}");
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+pub(super) async fn failures(config: Config, command: FailuresCommand) -> Result<Exit, Failure> {
+    let client = Client::connect(config).await?;
+    match command {
+        FailuresCommand::List { limit, json } => {
+            let failures: Vec<TaskRecord> = client
+                .store()
+                .failures(limit.max(0))
+                .await
+                .map_err(crate::client::ClientError::from)?;
+            if json {
+                print_json(&failures, true)?;
+            } else {
+                for record in failures {
+                    let message = record
+                        .outcome()
+                        .err()
+                        .map(|e| e.message)
+                        .unwrap_or_default();
+                    println!(
+                        "{}  {}  {}  {}  {}",
+                        record.id,
+                        record.stopped.format("%Y-%m-%d %H:%M:%S"),
+                        record.func,
+                        record.error_kind.map_or("failed", |k| k.as_str()),
+                        message
+                    );
+                }
+            }
+        }
+        FailuresCommand::Retry { id } => println!("{}", client.retry_failure(&id).await?),
+    }
+    Ok(Exit::Ok)
+}
+
+pub(super) fn show_config(config: &Config) -> Result<Exit, Failure> {
+    for (option, value) in config.describe() {
+        let origin = config
+            .origins
+            .get(option)
+            .map_or("default".to_string(), |o| o.clone());
+        println!("{option} = {value}    # {origin}");
+    }
+    Ok(Exit::Ok)
+}
+
+pub(super) fn functions(config: &Config) -> Result<Exit, Failure> {
+    let registry = Registry::with_builtins(&config.exec_allow)
+        .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
+    for name in registry.names() {
+        println!("{name}");
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,23 @@
+//! q8s: a task queue, scheduler and worker cluster in the lineage of Django Q.
+//!
+//! A service enqueues a [`Task`] (a function name plus JSON arguments) through
+//! the [`Client`]; it travels as a signed [`Package`] through a [`Broker`], a
+//! function from the [`Registry`] runs it, and the [`Store`] keeps its result.
+
+pub mod broker;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod humanize;
+pub mod package;
+pub mod registry;
+pub mod store;
+pub mod task;
+
+pub use broker::{Broker, BrokerError, Delivery, Receipt};
+pub use client::{Client, ClientError, TaskRequest};
+pub use config::{Config, ConfigError};
+pub use package::{Package, PackageError, Signer};
+pub use registry::{Call, Registry};
+pub use store::{Store, StoreError};
+pub use task::{ErrorKind, Task, TaskError, TaskRecord};

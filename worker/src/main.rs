@@ -1,0 +1,5 @@
+//! The `q8s` command line.
+
+fn main() -> std::process::ExitCode {
+    q8s::cli::main()
+}

@@ -1,0 +1,198 @@
+//! The SQL database behind the store and the SQL broker: SQLite or PostgreSQL.
+//!
+//! One connection pool through sqlx's `Any` driver, so every query is written
+//! once; where the two dialects differ, the `Dialect` says which to use.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Executor, SqlSafeStr};
+
+/// Connections per pool on SQLite: one writer at a time anyway.
+const SQLITE_POOL_SIZE: u32 = 4;
+/// Connections per pool on PostgreSQL.
+const POSTGRES_POOL_SIZE: u32 = 10;
+/// How long a SQLite statement waits for another process's write lock.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
+/// How long to wait for a connection from the pool or the server.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// The URL is not a SQLite or PostgreSQL URL.
+    #[error(
+        "{0} is not a database URL; use sqlite://FILE or postgres://USER:PASSWORD@HOST:PORT/DB"
+    )]
+    BadUrl(String),
+    /// The server could not be reached or refused the connection.
+    #[error(
+        "cannot connect to {url}: {source}; check that the database server runs and the URL is right"
+    )]
+    Connect {
+        /// The URL, password hidden.
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// The schema could not be brought up to date.
+    #[error("cannot create or update q8s's tables in {url}: {source}")]
+    Migrate {
+        /// The URL, password hidden.
+        url: String,
+        /// The migrator's error.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// Which SQL dialect a database speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite, embedded.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A migrated database: its pool and dialect.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    dialect: Dialect,
+    url: String,
+}
+
+impl Database {
+    /// Connects to `url` (creating a SQLite file if missing) and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Database, DatabaseError> {
+        sqlx::any::install_default_drivers();
+        let shown = crate::config::redact(url);
+        let (dialect, connect_url) = if url.starts_with("sqlite:") {
+            (Dialect::Sqlite, sqlite_url(url))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, url.to_string())
+        } else {
+            return Err(DatabaseError::BadUrl(shown));
+        };
+        let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+        let options = match dialect {
+            Dialect::Sqlite => options
+                .max_connections(SQLITE_POOL_SIZE)
+                .after_connect(|connection, _| {
+                    Box::pin(async move {
+                        let pragmas = format!(
+                            "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA synchronous = NORMAL;"
+                        );
+                        connection.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                        Ok(())
+                    })
+                }),
+            Dialect::Postgres => options.max_connections(POSTGRES_POOL_SIZE),
+        };
+        let pool =
+            options
+                .connect(&connect_url)
+                .await
+                .map_err(|source| DatabaseError::Connect {
+                    url: shown.clone(),
+                    source,
+                })?;
+        if dialect == Dialect::Sqlite {
+            // WAL lets readers (q8s result, the monitor) run while a cluster writes.
+            pool.execute("PRAGMA journal_mode = WAL")
+                .await
+                .map_err(|source| DatabaseError::Connect {
+                    url: shown.clone(),
+                    source,
+                })?;
+        }
+        let database = Database {
+            pool,
+            dialect,
+            url: shown,
+        };
+        database.migrate().await?;
+        Ok(database)
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The SQL dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The URL with its password hidden.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn migrate(&self) -> Result<(), DatabaseError> {
+        let migrator = migrator(self.dialect);
+        let first = migrator.run(&self.pool).await;
+        // Two processes creating a new SQLite file at once: the loser sees the
+        // winner's tables half-way; once the winner is done a second run is a no-op.
+        let result = match first {
+            Err(_) if self.dialect == Dialect::Sqlite => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                migrator.run(&self.pool).await
+            }
+            other => other,
+        };
+        result.map_err(|source| DatabaseError::Migrate {
+            url: self.url.clone(),
+            source,
+        })
+    }
+}
+
+/// The embedded migrations for `dialect`.
+fn migrator(dialect: Dialect) -> Migrator {
+    let sql: &'static str = match dialect {
+        Dialect::Sqlite => include_str!("../../migrations/sqlite/0001_init.sql"),
+        Dialect::Postgres => include_str!("../../migrations/postgres/0001_init.sql"),
+    };
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("init"),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )])
+}
+
+/// A `sqlite:` URL that creates the file if it is missing.
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// Microseconds since the Unix epoch: how times are stored.
+pub fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+/// The time `micros` microseconds after the Unix epoch.
+pub fn from_micros(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+/// Now, in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    micros(Utc::now())
+}

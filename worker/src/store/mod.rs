@@ -1,0 +1,278 @@
+//! The result store: finished tasks in SQL, `save_limit`, and the group functions.
+
+pub mod db;
+
+use serde_json::{Map, Value};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::task::{ErrorKind, TaskRecord};
+pub use db::{Database, DatabaseError, Dialect};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    /// A stored row does not read back as a task.
+    #[error("stored task {id} is corrupt: {reason}")]
+    Corrupt {
+        /// The task id.
+        id: String,
+        /// What does not parse.
+        reason: String,
+    },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        StoreError::Database(DatabaseError::Query(error))
+    }
+}
+
+/// A finished task to save, with its own `save` override if it had one.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The record to save.
+    pub record: TaskRecord,
+    /// The task's `save` option: overrides `save_limit`'s decision for a success.
+    pub save: Option<bool>,
+}
+
+const COLUMNS: &str = "id, name, func, hook, args, kwargs, result, error_kind, task_group, \
+     enqueued, started, stopped, CASE WHEN success THEN 1 ELSE 0 END AS success_flag, attempts";
+
+/// Finished tasks in a SQL database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Database,
+    save_limit: i64,
+    failure_limit: i64,
+}
+
+impl Store {
+    /// A store on `db` keeping successes by `save_limit` and failures by `failure_limit`.
+    pub fn new(db: Database, save_limit: i64, failure_limit: i64) -> Store {
+        Store {
+            db,
+            save_limit,
+            failure_limit,
+        }
+    }
+
+    /// The database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Saves one finished task; returns whether it was kept.
+    pub async fn save(&self, finished: &Finished) -> Result<bool, StoreError> {
+        Ok(self.save_all(std::slice::from_ref(finished)).await? == 1)
+    }
+
+    /// Saves finished tasks in one transaction, then prunes by the limits; returns how many were kept.
+    ///
+    /// A success is kept when its `save` says so, else when `save_limit` is not -1.
+    /// Failures are always kept. A task saved twice (delivered again) keeps its last result.
+    pub async fn save_all(&self, batch: &[Finished]) -> Result<usize, StoreError> {
+        let kept: Vec<&TaskRecord> = batch
+            .iter()
+            .filter(|f| !f.record.success || f.save.unwrap_or(self.save_limit >= 0))
+            .map(|f| &f.record)
+            .collect();
+        if kept.is_empty() {
+            return Ok(0);
+        }
+        let mut transaction = self.db.pool().begin().await?;
+        for record in &kept {
+            sqlx::query(
+                "INSERT INTO q8s_tasks (id, name, func, hook, args, kwargs, result, error_kind, \
+                 task_group, enqueued, started, stopped, success, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 ON CONFLICT (id) DO UPDATE SET result = excluded.result, \
+                 error_kind = excluded.error_kind, started = excluded.started, \
+                 stopped = excluded.stopped, success = excluded.success, attempts = excluded.attempts",
+            )
+            .bind(&record.id)
+            .bind(&record.name)
+            .bind(&record.func)
+            .bind(record.hook.as_deref())
+            .bind(Value::Array(record.args.clone()).to_string())
+            .bind(Value::Object(record.kwargs.clone()).to_string())
+            .bind(record.result.to_string())
+            .bind(record.error_kind.map(ErrorKind::as_str))
+            .bind(record.group.as_deref())
+            .bind(db::micros(record.enqueued))
+            .bind(db::micros(record.started))
+            .bind(db::micros(record.stopped))
+            .bind(record.success)
+            .bind(i64::from(record.attempts))
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        if kept.iter().any(|r| r.success) && self.save_limit > 0 {
+            self.prune(true, self.save_limit).await?;
+        }
+        if kept.iter().any(|r| !r.success) && self.failure_limit > 0 {
+            self.prune(false, self.failure_limit).await?;
+        }
+        Ok(kept.len())
+    }
+
+    /// Deletes successes (or failures) older than the newest `keep`.
+    async fn prune(&self, success: bool, keep: i64) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM q8s_tasks WHERE success = $1 AND seq <= \
+             (SELECT seq FROM q8s_tasks WHERE success = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(success)
+        .bind(keep)
+        .execute(self.db.pool())
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
+    /// The task with this id or name (the newest, if names collide).
+    pub async fn fetch(&self, id_or_name: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM q8s_tasks WHERE id = $1 OR name = $1 ORDER BY seq DESC LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id_or_name)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    /// The tasks of a group, oldest first; failures too unless `failures` is false.
+    pub async fn fetch_group(
+        &self,
+        group: &str,
+        failures: bool,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let filter = if failures { "" } else { " AND success = $2" };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM q8s_tasks WHERE task_group = $1{filter} ORDER BY started, seq"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(group);
+        if !failures {
+            query = query.bind(true);
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// The results of a group, oldest first; failed results too when `failures` is true.
+    pub async fn result_group(
+        &self,
+        group: &str,
+        failures: bool,
+    ) -> Result<Vec<Value>, StoreError> {
+        Ok(self
+            .fetch_group(group, failures)
+            .await?
+            .into_iter()
+            .map(|record| record.result)
+            .collect())
+    }
+
+    /// How many tasks a group has; how many of them failed when `failures` is true.
+    pub async fn count_group(&self, group: &str, failures: bool) -> Result<u64, StoreError> {
+        let row = if failures {
+            sqlx::query("SELECT COUNT(*) FROM q8s_tasks WHERE task_group = $1 AND success = $2")
+                .bind(group)
+                .bind(false)
+                .fetch_one(self.db.pool())
+                .await?
+        } else {
+            sqlx::query("SELECT COUNT(*) FROM q8s_tasks WHERE task_group = $1")
+                .bind(group)
+                .fetch_one(self.db.pool())
+                .await?
+        };
+        Ok(row.try_get::<i64, _>(0)? as u64)
+    }
+
+    /// Removes the group label from its tasks, or deletes the tasks when `tasks` is true;
+    /// returns how many tasks were affected.
+    pub async fn delete_group(&self, group: &str, tasks: bool) -> Result<u64, StoreError> {
+        let sql = if tasks {
+            "DELETE FROM q8s_tasks WHERE task_group = $1"
+        } else {
+            "UPDATE q8s_tasks SET task_group = NULL WHERE task_group = $1"
+        };
+        let done = sqlx::query(sql).bind(group).execute(self.db.pool()).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The newest failures, up to `limit`.
+    pub async fn failures(&self, limit: i64) -> Result<Vec<TaskRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM q8s_tasks WHERE success = $1 ORDER BY seq DESC LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(false)
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// Deletes the task with this id; returns whether there was one.
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM q8s_tasks WHERE id = $1")
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// How many successes and failures are stored.
+    pub async fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN success THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN success THEN 0 ELSE 1 END), 0) FROM q8s_tasks",
+        )
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok((
+            row.try_get::<i64, _>(0)? as u64,
+            row.try_get::<i64, _>(1)? as u64,
+        ))
+    }
+}
+
+fn record_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |what: &str, error: serde_json::Error| StoreError::Corrupt {
+        id: id.clone(),
+        reason: format!("{what}: {error}"),
+    };
+    let args: Vec<Value> =
+        serde_json::from_str(&row.try_get::<String, _>("args")?).map_err(|e| corrupt("args", e))?;
+    let kwargs: Map<String, Value> = serde_json::from_str(&row.try_get::<String, _>("kwargs")?)
+        .map_err(|e| corrupt("kwargs", e))?;
+    let result: Value = serde_json::from_str(&row.try_get::<String, _>("result")?)
+        .map_err(|e| corrupt("result", e))?;
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(TaskRecord {
+        name: row.try_get("name")?,
+        func: row.try_get("func")?,
+        hook: row.try_get("hook")?,
+        args,
+        kwargs,
+        result,
+        error_kind: row
+            .try_get::<Option<String>, _>("error_kind")?
+            .map(|kind| ErrorKind::parse(&kind)),
+        group: row.try_get("task_group")?,
+        enqueued: db::from_micros(row.try_get("enqueued")?),
+        started: db::from_micros(row.try_get("started")?),
+        stopped: db::from_micros(row.try_get("stopped")?),
+        success: row.try_get::<i64, _>("success_flag")? != 0,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        id,
+    })
+}
