@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod humanize;
 pub mod package;
@@ -16,6 +17,7 @@ pub mod task;
 
 pub use broker::{Broker, BrokerError, Delivery, Receipt};
 pub use client::{Client, ClientError, TaskRequest};
+pub use clock::Clock;
 pub use config::{Config, ConfigError};
 pub use package::{Package, PackageError, Signer};
 pub use registry::{Call, Registry};

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{Broker, BrokerError, BrokerInfo, Delivery, Leases, Receipt};
+use crate::clock::{Clock, duration_micros};
 use crate::package::Package;
-use crate::store::db::now_micros;
 use crate::store::{Database, Dialect};
 
 /// The SQL broker for one queue (the cluster name).
@@ -22,15 +22,22 @@ pub struct SqlBroker {
     db: Database,
     queue: String,
     leases: Leases,
+    clock: Clock,
 }
 
 impl SqlBroker {
     /// A broker for queue `queue` on `db`.
     pub fn new(db: Database, queue: &str, leases: Leases) -> SqlBroker {
+        SqlBroker::with_clock(db, queue, leases, Clock::system())
+    }
+
+    /// A broker that reads time from `clock`, so tests can expire receipts without waiting.
+    pub fn with_clock(db: Database, queue: &str, leases: Leases, clock: Clock) -> SqlBroker {
         SqlBroker {
             db,
             queue: queue.to_string(),
             leases,
+            clock,
         }
     }
 
@@ -70,10 +77,6 @@ fn parse_receipt(receipt: &Receipt) -> Result<(i64, i64), BrokerError> {
         .ok_or_else(|| BrokerError::BadReceipt(receipt.0.clone()))
 }
 
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl Broker for SqlBroker {
     async fn enqueue(
@@ -88,7 +91,7 @@ impl Broker for SqlBroker {
         .bind(&self.queue)
         .bind(package.as_bytes())
         .bind(timeout.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
-        .bind(now_micros())
+        .bind(self.clock.now_micros())
         .fetch_one(self.db.pool())
         .await?;
         Ok(row.try_get::<i64, _>(0)?.to_string())
@@ -96,9 +99,9 @@ impl Broker for SqlBroker {
 
     async fn dequeue(&self, bulk: usize) -> Result<Vec<Delivery>, BrokerError> {
         let rows = sqlx::query(self.dequeue_sql())
-            .bind(now_micros())
-            .bind(micros(self.leases.margin))
-            .bind(micros(self.leases.retry))
+            .bind(self.clock.now_micros())
+            .bind(duration_micros(self.leases.margin))
+            .bind(duration_micros(self.leases.retry))
             .bind(&self.queue)
             .bind(i64::try_from(bulk.max(1)).unwrap_or(i64::MAX))
             .fetch_all(self.db.pool())
@@ -156,7 +159,10 @@ impl Broker for SqlBroker {
     }
 
     async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError> {
-        let deadline = now_micros().saturating_add(micros(lease));
+        let deadline = self
+            .clock
+            .now_micros()
+            .saturating_add(duration_micros(lease));
         let mut transaction = self.db.pool().begin().await?;
         for receipt in receipts {
             let (id, delivery) = parse_receipt(receipt)?;
@@ -192,7 +198,7 @@ impl Broker for SqlBroker {
         let row =
             sqlx::query("SELECT COUNT(*) FROM q8s_queue WHERE queue = $1 AND locked_until <= $2")
                 .bind(&self.queue)
-                .bind(now_micros())
+                .bind(self.clock.now_micros())
                 .fetch_one(self.db.pool())
                 .await?;
         Ok(row.try_get::<i64, _>(0)? as u64)
@@ -202,7 +208,7 @@ impl Broker for SqlBroker {
         let row =
             sqlx::query("SELECT COUNT(*) FROM q8s_queue WHERE queue = $1 AND locked_until > $2")
                 .bind(&self.queue)
-                .bind(now_micros())
+                .bind(self.clock.now_micros())
                 .fetch_one(self.db.pool())
                 .await?;
         Ok(row.try_get::<i64, _>(0)? as u64)

@@ -6,7 +6,6 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -180,19 +179,4 @@ fn sqlite_url(url: &str) -> String {
     } else {
         format!("{url}?mode=rwc")
     }
-}
-
-/// Microseconds since the Unix epoch: how times are stored.
-pub fn micros(time: DateTime<Utc>) -> i64 {
-    time.timestamp_micros()
-}
-
-/// The time `micros` microseconds after the Unix epoch.
-pub fn from_micros(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default()
-}
-
-/// Now, in microseconds since the Unix epoch.
-pub fn now_micros() -> i64 {
-    micros(Utc::now())
 }

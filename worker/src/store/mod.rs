@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::clock::{from_micros, micros};
 use crate::task::{ErrorKind, TaskRecord};
 pub use db::{Database, DatabaseError, Dialect};
 
@@ -103,9 +104,9 @@ impl Store {
             .bind(record.result.to_string())
             .bind(record.error_kind.map(ErrorKind::as_str))
             .bind(record.group.as_deref())
-            .bind(db::micros(record.enqueued))
-            .bind(db::micros(record.started))
-            .bind(db::micros(record.stopped))
+            .bind(micros(record.enqueued))
+            .bind(micros(record.started))
+            .bind(micros(record.stopped))
             .bind(record.success)
             .bind(i64::from(record.attempts))
             .execute(&mut *transaction)
@@ -268,9 +269,9 @@ fn record_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
             .try_get::<Option<String>, _>("error_kind")?
             .map(|kind| ErrorKind::parse(&kind)),
         group: row.try_get("task_group")?,
-        enqueued: db::from_micros(row.try_get("enqueued")?),
-        started: db::from_micros(row.try_get("started")?),
-        stopped: db::from_micros(row.try_get("stopped")?),
+        enqueued: from_micros(row.try_get("enqueued")?),
+        started: from_micros(row.try_get("started")?),
+        stopped: from_micros(row.try_get("stopped")?),
         success: row.try_get::<i64, _>("success_flag")? != 0,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         id,

@@ -1,0 +1,75 @@
+# Test services, started on 127.0.0.1 on ports of their own, each in a data
+# folder of its own under $Q8S_SERVICES_DIR. Sourced by scripts/test.
+# Every install goes through Debian's packages; every start is idempotent.
+
+# Outside the clone: the postgres user must be able to reach its data folder,
+# and a clone under /root is closed to it. One folder per clone.
+services_dir="${Q8S_SERVICES_DIR:-${TMPDIR:-/tmp}/q8s-services-$(printf %s "$repo" | md5sum | cut -c1-8)}"
+mkdir -p "$services_dir"
+chmod 755 "$services_dir"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+apt_install() {
+  echo "installing $* from Debian's packages" >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Runs a command as the user that owns the PostgreSQL data: postgres refuses root.
+as_pg_user() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+postgres_bin() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+# Installs PostgreSQL if missing, starts it (or finds it running) and exports
+# Q8S_TEST_POSTGRES_URL, an admin URL the tests create their databases with.
+start_postgres() {
+  if [ -z "$(postgres_bin)" ] || [ ! -x "$(postgres_bin)/initdb" ]; then
+    apt_install postgresql
+  fi
+  local bin data port
+  bin=$(postgres_bin)
+  data="$services_dir/postgres"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown postgres: "$data"
+    chmod 700 "$data"
+    as_pg_user "$bin/initdb" -D "$data" -U q8s --auth=trust -E UTF8 >"$services_dir/postgres-initdb.log" 2>&1 \
+      || { cat "$services_dir/postgres-initdb.log" >&2; return 1; }
+  fi
+  if as_pg_user "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    port=$(sed -n 4p "$data/postmaster.pid")
+    echo "PostgreSQL already running on 127.0.0.1:$port ($data)" >&2
+  else
+    port=$(free_port)
+    as_pg_user "$bin/pg_ctl" -D "$data" -w -t 60 -l "$data/server.log" \
+      -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$data -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+      start >/dev/null || { cat "$data/server.log" >&2; return 1; }
+    started_postgres="$data"
+    echo "PostgreSQL started on 127.0.0.1:$port ($data)" >&2
+  fi
+  export Q8S_TEST_POSTGRES_URL="postgres://q8s@127.0.0.1:$port/postgres"
+  # Each test creates a database of its own; drop those of earlier runs.
+  "$bin/psql" -h 127.0.0.1 -p "$port" -U q8s -d postgres -Atqc \
+    "SELECT datname FROM pg_database WHERE datname LIKE 'q8s_test_%'" |
+    while read -r name; do
+      "$bin/psql" -h 127.0.0.1 -p "$port" -U q8s -d postgres -qc "DROP DATABASE \"$name\"" >/dev/null
+    done
+}
+
+# Stops what this run started, and nothing else.
+stop_services() {
+  if [ -n "${started_postgres:-}" ]; then
+    as_pg_user "$(postgres_bin)/pg_ctl" -D "$started_postgres" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}

@@ -1,0 +1,329 @@
+//! The SQL broker: receipts, redelivery, leases, bulk, sizes, tampering, on SQLite and PostgreSQL.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use q8s::Clock;
+use q8s::broker::{Broker, Leases, SqlBroker};
+use q8s::package::{DEFAULT_MAX_SIZE, PackageError, Signer};
+use q8s::task::Task;
+use serde_json::json;
+
+use crate::support::{databases, postgres};
+
+const RETRY: Duration = Duration::from_secs(60);
+const MARGIN: Duration = Duration::from_secs(30);
+
+fn signer() -> Signer {
+    Signer::new(
+        &["a secret key for the tests".into()],
+        "default",
+        false,
+        DEFAULT_MAX_SIZE,
+    )
+    .expect("a key")
+}
+
+fn leases() -> Leases {
+    Leases {
+        retry: RETRY,
+        margin: MARGIN,
+    }
+}
+
+fn package(n: i64) -> q8s::Package {
+    let mut task = Task::new("q8s.echo");
+    task.args = vec![json!(n)];
+    signer().pack(&task).expect("packs")
+}
+
+async fn broker_on(db: &crate::support::TestDb, queue: &str, clock: &Clock) -> SqlBroker {
+    SqlBroker::with_clock(db.connect().await, queue, leases(), clock.clone())
+}
+
+#[tokio::test]
+async fn dequeued_package_is_invisible_until_retry_then_delivered_again() {
+    for db in databases().await {
+        let clock = Clock::manual(Utc::now());
+        let broker = broker_on(&db, "default", &clock).await;
+        broker.enqueue(&package(1), None).await.expect("enqueue");
+        let first = broker.dequeue(1).await.expect("dequeue");
+        assert_eq!(first.len(), 1, "{}", db.label);
+        assert_eq!(first[0].attempt, 1);
+        assert!(
+            broker.dequeue(1).await.expect("dequeue").is_empty(),
+            "{}: receipt is live",
+            db.label
+        );
+        assert_eq!(
+            (
+                broker.queue_size().await.expect("size"),
+                broker.lock_size().await.expect("locks")
+            ),
+            (0, 1)
+        );
+
+        clock.advance(RETRY - Duration::from_secs(1));
+        assert!(
+            broker.dequeue(1).await.expect("dequeue").is_empty(),
+            "{}: before retry",
+            db.label
+        );
+        clock.advance(Duration::from_secs(2));
+        let again = broker.dequeue(1).await.expect("dequeue");
+        assert_eq!(again.len(), 1, "{}: delivered again after retry", db.label);
+        assert_eq!(again[0].attempt, 2);
+        assert_eq!(again[0].package, first[0].package);
+
+        broker.acknowledge(&again[0].receipt).await.expect("ack");
+        clock.advance(RETRY * 2);
+        assert!(
+            broker.dequeue(1).await.expect("dequeue").is_empty(),
+            "{}: acknowledged is gone",
+            db.label
+        );
+        assert_eq!(
+            broker.queue_size().await.expect("size") + broker.lock_size().await.expect("locks"),
+            0
+        );
+    }
+}
+
+#[tokio::test]
+async fn receipt_lasts_the_task_timeout_plus_margin_when_longer_than_retry() {
+    for db in databases().await {
+        let clock = Clock::manual(Utc::now());
+        let broker = broker_on(&db, "default", &clock).await;
+        broker
+            .enqueue(&package(1), Some(600))
+            .await
+            .expect("enqueue");
+        assert_eq!(broker.dequeue(1).await.expect("dequeue").len(), 1);
+        clock.advance(Duration::from_secs(600) + MARGIN - Duration::from_secs(1));
+        assert!(
+            broker.dequeue(1).await.expect("dequeue").is_empty(),
+            "{}: long task not delivered twice",
+            db.label
+        );
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(
+            broker.dequeue(1).await.expect("dequeue").len(),
+            1,
+            "{}",
+            db.label
+        );
+    }
+}
+
+#[tokio::test]
+async fn extended_receipt_keeps_a_running_task_from_being_delivered_again() {
+    for db in databases().await {
+        let clock = Clock::manual(Utc::now());
+        let broker = broker_on(&db, "default", &clock).await;
+        broker.enqueue(&package(1), None).await.expect("enqueue");
+        let delivery = broker.dequeue(1).await.expect("dequeue").remove(0);
+        for _ in 0..5 {
+            clock.advance(RETRY - Duration::from_secs(5));
+            broker
+                .extend(std::slice::from_ref(&delivery.receipt), RETRY)
+                .await
+                .expect("extend");
+            assert!(
+                broker.dequeue(1).await.expect("dequeue").is_empty(),
+                "{}: still running",
+                db.label
+            );
+        }
+        clock.advance(RETRY + Duration::from_secs(1));
+        let again = broker.dequeue(1).await.expect("dequeue").remove(0);
+        // The old delivery can no longer extend the receipt the new one holds.
+        clock.advance(RETRY - Duration::from_secs(1));
+        broker
+            .extend(std::slice::from_ref(&delivery.receipt), RETRY * 10)
+            .await
+            .expect("extend");
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(
+            broker.dequeue(1).await.expect("dequeue").len(),
+            1,
+            "{}: stale receipt did not extend",
+            db.label
+        );
+        let _ = again;
+    }
+}
+
+#[tokio::test]
+async fn released_package_comes_back_at_once_without_counting_a_delivery() {
+    for db in databases().await {
+        let clock = Clock::manual(Utc::now());
+        let broker = broker_on(&db, "default", &clock).await;
+        broker.enqueue(&package(1), None).await.expect("enqueue");
+        let delivery = broker.dequeue(1).await.expect("dequeue").remove(0);
+        broker.release(&delivery.receipt).await.expect("release");
+        let again = broker.dequeue(1).await.expect("dequeue");
+        assert_eq!(again.len(), 1, "{}", db.label);
+        assert_eq!(
+            again[0].attempt, 1,
+            "{}: a release is not an attempt",
+            db.label
+        );
+    }
+}
+
+#[tokio::test]
+async fn bulk_dequeue_takes_up_to_bulk_in_order() {
+    for db in databases().await {
+        let clock = Clock::manual(Utc::now());
+        let broker = broker_on(&db, "default", &clock).await;
+        let signer = signer();
+        for n in 0..7 {
+            broker.enqueue(&package(n), None).await.expect("enqueue");
+        }
+        assert_eq!(broker.queue_size().await.expect("size"), 7);
+        let batch = broker.dequeue(5).await.expect("dequeue");
+        let numbers: Vec<i64> = batch
+            .iter()
+            .map(|d| {
+                signer.unpack(d.package.as_bytes()).expect("verifies").args[0]
+                    .as_i64()
+                    .expect("number")
+            })
+            .collect();
+        assert_eq!(numbers, vec![0, 1, 2, 3, 4], "{}", db.label);
+        assert_eq!(broker.dequeue(5).await.expect("dequeue").len(), 2);
+        assert_eq!(
+            (
+                broker.queue_size().await.expect("size"),
+                broker.lock_size().await.expect("locks")
+            ),
+            (0, 7)
+        );
+    }
+}
+
+#[tokio::test]
+async fn queues_are_separate_and_purge_fail_delete_remove_packages() {
+    for db in databases().await {
+        let clock = Clock::manual(Utc::now());
+        let default = broker_on(&db, "default", &clock).await;
+        let reports = broker_on(&db, "reports", &clock).await;
+        for n in 0..3 {
+            default.enqueue(&package(n), None).await.expect("enqueue");
+        }
+        reports.enqueue(&package(9), None).await.expect("enqueue");
+        assert_eq!(default.queue_size().await.expect("size"), 3, "{}", db.label);
+        assert_eq!(reports.queue_size().await.expect("size"), 1, "{}", db.label);
+
+        let two = default.dequeue(2).await.expect("dequeue");
+        default.fail(&two[0].receipt).await.expect("fail");
+        default.delete(&two[1].receipt).await.expect("delete");
+        clock.advance(RETRY * 2);
+        assert_eq!(
+            default.queue_size().await.expect("size"),
+            1,
+            "{}: failed and deleted are gone",
+            db.label
+        );
+        assert_eq!(default.purge_queue().await.expect("purge"), 1);
+        assert_eq!(default.queue_size().await.expect("size"), 0);
+        assert_eq!(
+            reports.queue_size().await.expect("size"),
+            1,
+            "{}: other queue untouched",
+            db.label
+        );
+        reports.delete_queue().await.expect("delete queue");
+        assert_eq!(reports.queue_size().await.expect("size"), 0);
+        default.ping().await.expect("ping");
+        assert!(default.info().name.starts_with("sql/"));
+    }
+}
+
+#[tokio::test]
+async fn package_tampered_with_in_the_database_never_verifies() {
+    for db in databases().await {
+        let clock = Clock::manual(Utc::now());
+        let database = db.connect().await;
+        let broker = SqlBroker::with_clock(database.clone(), "default", leases(), clock.clone());
+        let mut task = Task::new("exec");
+        task.args = vec![json!("/bin/true")];
+        broker
+            .enqueue(&signer().pack(&task).expect("packs"), None)
+            .await
+            .expect("enqueue");
+        // Change the program inside the stored JSON, keeping the length: a forged task.
+        let row: (Vec<u8>,) = sqlx::query_as("SELECT payload FROM q8s_queue")
+            .fetch_one(database.pool())
+            .await
+            .expect("read payload");
+        let tampered = String::from_utf8_lossy(&row.0)
+            .replace("/bin/true", "/bin/rm_x")
+            .into_bytes();
+        assert_ne!(tampered, row.0);
+        sqlx::query("UPDATE q8s_queue SET payload = $1")
+            .bind(tampered)
+            .execute(database.pool())
+            .await
+            .expect("tamper");
+        let delivery = broker.dequeue(1).await.expect("dequeue").remove(0);
+        assert!(
+            matches!(
+                signer().unpack(delivery.package.as_bytes()),
+                Err(PackageError::BadSignature)
+            ),
+            "{}: tampered package must not verify",
+            db.label
+        );
+        // Junk that is not a package at all is refused too.
+        sqlx::query("UPDATE q8s_queue SET payload = $1")
+            .bind(br#"{"func": "exec", "args": ["/bin/sh", "-c", "echo forged"]}"#.to_vec())
+            .execute(database.pool())
+            .await
+            .expect("replace");
+        broker.release(&delivery.receipt).await.expect("release");
+        let junk = broker.dequeue(1).await.expect("dequeue").remove(0);
+        assert!(matches!(
+            signer().unpack(junk.package.as_bytes()),
+            Err(PackageError::UnknownFormat)
+        ));
+    }
+}
+
+/// Two consumers with pools of their own (two processes, as far as the database
+/// can tell) dequeue concurrently; no package is delivered to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_consumers_never_receive_the_same_package_while_its_receipt_is_live() {
+    let Some(db) = postgres().await else { return };
+    let total = 600;
+    let producer = SqlBroker::new(db.connect().await, "shared", leases());
+    for n in 0..total {
+        producer.enqueue(&package(n), None).await.expect("enqueue");
+    }
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let broker = Arc::new(SqlBroker::new(db.connect().await, "shared", leases()));
+        for _ in 0..4 {
+            let broker = Arc::clone(&broker);
+            consumers.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let batch = broker.dequeue(3).await.expect("dequeue");
+                    if batch.is_empty() {
+                        return seen;
+                    }
+                    seen.extend(batch.into_iter().map(|d| d.receipt.0));
+                }
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for consumer in consumers {
+        all.extend(consumer.await.expect("consumer"));
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), total as usize, "every package delivered once");
+    assert_eq!(unique.len(), all.len(), "no package delivered twice");
+}
