@@ -94,3 +94,85 @@ fn request(call: &Call) -> Result<Value, TaskError> {
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Ok(json!({ "status": status, "body": body }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// A one-request HTTP server on 127.0.0.1: replies `status` with `body`, returns what it received.
+    fn serve_once(status: u16, body: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("read");
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().expect("length");
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut request_body = vec![0; length];
+            std::io::Read::read_exact(&mut reader, &mut request_body).expect("body");
+            let mut stream = stream;
+            write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .expect("reply");
+            head + &String::from_utf8_lossy(&request_body)
+        });
+        (url, handle)
+    }
+
+    fn call(args: Vec<Value>, kwargs: Value) -> Result<Value, TaskError> {
+        let kwargs: Map<String, Value> = serde_json::from_value(kwargs).expect("object");
+        request(&Call {
+            func: "http.request",
+            args: &args,
+            kwargs: &kwargs,
+            timeout: Some(Duration::from_secs(10)),
+        })
+    }
+
+    #[test]
+    fn json_body_is_posted_and_the_json_answer_is_the_result() {
+        let (url, server) = serve_once(200, r#"{"ok": true}"#);
+        let result = call(
+            vec![json!(url)],
+            json!({"json": {"n": 1}, "headers": {"x-token": "t"}}),
+        )
+        .expect("succeeds");
+        assert_eq!(result, json!({"status": 200, "body": {"ok": true}}));
+        let received = server.join().expect("server");
+        assert!(received.starts_with("POST /hook"), "{received}");
+        assert!(
+            received.to_ascii_lowercase().contains("x-token: t"),
+            "{received}"
+        );
+        assert!(received.ends_with(r#"{"n":1}"#), "{received}");
+    }
+
+    #[test]
+    fn error_status_fails_the_task_with_the_body() {
+        let (url, server) = serve_once(503, "try later");
+        let error = call(vec![json!(url)], json!({})).expect_err("fails");
+        assert!(
+            error.message.contains("status 503: try later"),
+            "{}",
+            error.message
+        );
+        assert!(server.join().expect("server").starts_with("GET /hook"));
+    }
+}

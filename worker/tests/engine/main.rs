@@ -5,5 +5,6 @@
 
 mod broker;
 mod cli;
+mod client;
 mod store;
 mod support;
