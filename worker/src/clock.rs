@@ -52,6 +52,11 @@ pub fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
 
+/// Now, by the system clock, in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    micros(Utc::now())
+}
+
 /// The time `micros` microseconds after the Unix epoch.
 pub fn from_micros(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()

@@ -140,8 +140,10 @@ pub struct Config {
     pub exec_allow: Vec<String>,
     /// Seconds a receipt outlasts the task's own timeout (30).
     pub receipt_margin: u64,
-    /// Port of the cluster's HTTP endpoints (9464).
+    /// Port of the cluster's HTTP endpoints (9464); 0 turns them off.
     pub http_port: u16,
+    /// Address the HTTP endpoints listen on (`0.0.0.0`).
+    pub http_host: String,
     /// The seed's `redis` option: a URL or connection table (Redis broker: not built yet).
     pub redis: Option<toml::Value>,
     /// The seed's `sqs` option: a connection table (SQS broker: not built yet).
@@ -189,6 +191,7 @@ impl Default for Config {
             exec_allow: Vec::new(),
             receipt_margin: 30,
             http_port: 9464,
+            http_host: "0.0.0.0".into(),
             redis: None,
             sqs: None,
             orm: None,
@@ -232,6 +235,7 @@ pub const OPTIONS: &[&str] = &[
     "exec_allow",
     "receipt_margin",
     "http_port",
+    "http_host",
     "redis",
     "django_redis",
     "sqs",
@@ -559,6 +563,15 @@ impl Config {
                     .and_then(|n| u16::try_from(n).ok())
                     .ok_or_else(|| invalid("a TCP port, 0 to 65535"))?
             }
+            "http_host" => {
+                let host = text("an IP address to listen on, e.g. 0.0.0.0 or 127.0.0.1")?;
+                if host.parse::<std::net::IpAddr>().is_err() {
+                    return Err(invalid(
+                        "an IP address to listen on, e.g. 0.0.0.0 or 127.0.0.1",
+                    ));
+                }
+                self.http_host = host;
+            }
             "redis" => self.redis = Some(raw.value()),
             "sqs" => self.sqs = Some(raw.value()),
             "orm" => {
@@ -688,6 +701,7 @@ impl Config {
             ("exec_allow", format!("{:?}", self.exec_allow)),
             ("receipt_margin", self.receipt_margin.to_string()),
             ("http_port", self.http_port.to_string()),
+            ("http_host", self.http_host.clone()),
         ]
     }
 }

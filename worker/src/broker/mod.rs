@@ -69,10 +69,29 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     /// Puts a package on the queue; `timeout` is the task's own limit, for its receipt. Returns the broker's id.
     async fn enqueue(&self, package: &Package, timeout: Option<u64>)
     -> Result<String, BrokerError>;
+    /// Puts several packages on the queue at once (one transaction where the broker has them).
+    async fn enqueue_all(&self, packages: &[(Package, Option<u64>)]) -> Result<(), BrokerError> {
+        for (package, timeout) in packages {
+            self.enqueue(package, *timeout).await?;
+        }
+        Ok(())
+    }
     /// Takes up to `bulk` packages that are waiting or whose receipt expired.
     async fn dequeue(&self, bulk: usize) -> Result<Vec<Delivery>, BrokerError>;
     /// The task is done: remove the package.
     async fn acknowledge(&self, receipt: &Receipt) -> Result<(), BrokerError>;
+    /// Several tasks are done.
+    async fn acknowledge_all(&self, receipts: &[Receipt]) -> Result<(), BrokerError> {
+        for receipt in receipts {
+            self.acknowledge(receipt).await?;
+        }
+        Ok(())
+    }
+    /// Waits until a package may be waiting, at most `poll`: a notification where the
+    /// broker has them, else simply `poll`. Called after an empty dequeue.
+    async fn wait_for_work(&self, poll: Duration) {
+        tokio::time::sleep(poll).await;
+    }
     /// The package cannot be processed (it does not verify): discard it.
     async fn fail(&self, receipt: &Receipt) -> Result<(), BrokerError>;
     /// Removes a package whatever its state.

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
+use sqlx::postgres::PgListener;
+use tokio::sync::Mutex;
 
 use super::{Broker, BrokerError, BrokerInfo, Delivery, Leases, Receipt};
 use crate::clock::{Clock, duration_micros};
@@ -17,12 +19,14 @@ use crate::package::Package;
 use crate::store::{Database, Dialect};
 
 /// The SQL broker for one queue (the cluster name).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SqlBroker {
     db: Database,
     queue: String,
     leases: Leases,
     clock: Clock,
+    /// PostgreSQL: the connection that listens for enqueue notifications, once opened.
+    listener: Mutex<Option<PgListener>>,
 }
 
 impl SqlBroker {
@@ -38,6 +42,29 @@ impl SqlBroker {
             queue: queue.to_string(),
             leases,
             clock,
+            listener: Mutex::new(None),
+        }
+    }
+
+    /// The PostgreSQL notification channel of this queue.
+    fn channel(&self) -> String {
+        format!("q8s_{}", self.queue)
+    }
+
+    fn enqueue_sql(&self) -> &'static str {
+        match self.db.dialect() {
+            // Notify in the same round trip; listeners wake when the insert commits.
+            Dialect::Postgres => {
+                "WITH inserted AS (INSERT INTO q8s_queue \
+                 (queue, payload, timeout_secs, enqueued_at, locked_until, deliveries) \
+                 VALUES ($1, $2, $3, $4, 0, 0) RETURNING id), \
+                 notified AS (SELECT pg_notify($5, '')) \
+                 SELECT inserted.id FROM inserted, notified"
+            }
+            Dialect::Sqlite => {
+                "INSERT INTO q8s_queue (queue, payload, timeout_secs, enqueued_at, locked_until, deliveries) \
+                 VALUES ($1, $2, $3, $4, 0, 0) RETURNING id"
+            }
         }
     }
 
@@ -64,6 +91,9 @@ impl SqlBroker {
     }
 }
 
+/// Receipts acknowledged per statement: well under SQLite's limit on bound parameters.
+const ACK_CHUNK: usize = 500;
+
 /// A receipt is the row id and the delivery number: `"<id>.<delivery>"`.
 fn receipt(id: i64, delivery: i64) -> Receipt {
     Receipt(format!("{id}.{delivery}"))
@@ -84,17 +114,61 @@ impl Broker for SqlBroker {
         package: &Package,
         timeout: Option<u64>,
     ) -> Result<String, BrokerError> {
-        let row = sqlx::query(
-            "INSERT INTO q8s_queue (queue, payload, timeout_secs, enqueued_at, locked_until, deliveries) \
-             VALUES ($1, $2, $3, $4, 0, 0) RETURNING id",
-        )
-        .bind(&self.queue)
-        .bind(package.as_bytes())
-        .bind(timeout.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
-        .bind(self.clock.now_micros())
-        .fetch_one(self.db.pool())
-        .await?;
+        let row = sqlx::query(self.enqueue_sql())
+            .bind(&self.queue)
+            .bind(package.as_bytes())
+            .bind(timeout.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
+            .bind(self.clock.now_micros())
+            .bind(self.channel())
+            .fetch_one(self.db.pool())
+            .await?;
         Ok(row.try_get::<i64, _>(0)?.to_string())
+    }
+
+    async fn enqueue_all(&self, packages: &[(Package, Option<u64>)]) -> Result<(), BrokerError> {
+        let mut transaction = self.db.pool().begin().await?;
+        for (package, timeout) in packages {
+            sqlx::query(self.enqueue_sql())
+                .bind(&self.queue)
+                .bind(package.as_bytes())
+                .bind(timeout.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
+                .bind(self.clock.now_micros())
+                .bind(self.channel())
+                .fetch_one(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn wait_for_work(&self, poll: Duration) {
+        if self.db.dialect() != Dialect::Postgres {
+            tokio::time::sleep(poll).await;
+            return;
+        }
+        let mut listener = self.listener.lock().await;
+        if listener.is_none() {
+            match PgListener::connect(self.db.connect_url()).await {
+                Ok(mut connected) => match connected.listen(&self.channel()).await {
+                    Ok(()) => *listener = Some(connected),
+                    Err(error) => {
+                        tracing::warn!("cannot LISTEN for new tasks, polling instead: {error}")
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!("cannot LISTEN for new tasks, polling instead: {error}")
+                }
+            }
+        }
+        match listener.as_mut() {
+            Some(connected) => {
+                if let Ok(Err(error)) = tokio::time::timeout(poll, connected.recv()).await {
+                    tracing::warn!("LISTEN connection failed, reconnecting: {error}");
+                    *listener = None;
+                }
+            }
+            None => tokio::time::sleep(poll).await,
+        }
     }
 
     async fn dequeue(&self, bulk: usize) -> Result<Vec<Delivery>, BrokerError> {
@@ -130,6 +204,26 @@ impl Broker for SqlBroker {
 
     async fn acknowledge(&self, receipt: &Receipt) -> Result<(), BrokerError> {
         self.delete(receipt).await
+    }
+
+    async fn acknowledge_all(&self, receipts: &[Receipt]) -> Result<(), BrokerError> {
+        let ids = receipts
+            .iter()
+            .map(|receipt| parse_receipt(receipt).map(|(id, _)| id))
+            .collect::<Result<Vec<i64>, BrokerError>>()?;
+        for chunk in ids.chunks(ACK_CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "DELETE FROM q8s_queue WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(self.db.pool()).await?;
+        }
+        Ok(())
     }
 
     async fn fail(&self, receipt: &Receipt) -> Result<(), BrokerError> {

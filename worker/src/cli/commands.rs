@@ -44,7 +44,11 @@ fn parse_object(flag: &str, text: &str) -> Result<Map<String, Value>, Failure> {
     }
 }
 
-pub(super) async fn enqueue(config: Config, args: EnqueueArgs) -> Result<Exit, Failure> {
+pub(super) async fn enqueue(
+    config: Config,
+    registry: Registry,
+    args: EnqueueArgs,
+) -> Result<Exit, Failure> {
     let mut request = TaskRequest::new(args.func);
     request.args = args.args.iter().map(|a| parse_argument(a)).collect();
     if let Some(kwargs) = &args.kwargs {
@@ -64,7 +68,7 @@ pub(super) async fn enqueue(config: Config, args: EnqueueArgs) -> Result<Exit, F
     if let Some(options) = &args.q_options {
         request = request.q_options(&parse_object("--q-options", options)?)?;
     }
-    let client = Client::connect(config).await?;
+    let client = Client::connect_with_registry(config, registry).await?;
     let id = client.enqueue(request).await?;
     println!("{id}");
     Ok(Exit::Ok)
@@ -219,9 +223,7 @@ pub(super) fn show_config(config: &Config) -> Result<Exit, Failure> {
     Ok(Exit::Ok)
 }
 
-pub(super) fn functions(config: &Config) -> Result<Exit, Failure> {
-    let registry = Registry::with_builtins(&config.exec_allow)
-        .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
+pub(super) fn functions(registry: &Registry) -> Result<Exit, Failure> {
     for name in registry.names() {
         println!("{name}");
     }

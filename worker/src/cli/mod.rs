@@ -1,5 +1,6 @@
 //! The `q8s` command line: parses arguments, runs one command, maps errors to exit codes.
 
+mod cluster;
 mod commands;
 
 use std::path::PathBuf;
@@ -9,6 +10,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::client::ClientError;
 use crate::config::{Config, ConfigError, Sources};
+use crate::registry::{Registry, RegistryError};
+
+/// Builds the task functions a binary offers, from its configuration.
+pub type RegistryFactory = dyn Fn(&Config) -> Result<Registry, RegistryError>;
 
 /// Exit codes, documented in docs/configuration.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +46,7 @@ pub struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct GlobalArgs {
     /// Configuration file (default: q8s.toml in the current folder, if present).
     #[arg(long, global = true, value_name = "FILE")]
@@ -49,6 +54,22 @@ struct GlobalArgs {
     /// Set an option, stronger than the file and Q8S_* variables; repeatable.
     #[arg(long = "set", global = true, value_name = "OPTION=VALUE")]
     set: Vec<String>,
+}
+
+impl GlobalArgs {
+    /// The same global arguments again, for worker processes to load the same configuration.
+    fn passthrough(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(config) = &self.config {
+            args.push("--config".to_string());
+            args.push(config.display().to_string());
+        }
+        for set in &self.set {
+            args.push("--set".to_string());
+            args.push(set.clone());
+        }
+        args
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +103,30 @@ enum Command {
     Config,
     /// List the task functions this binary has.
     Functions,
+    /// Run a cluster: the sentinel, its workers, pusher and monitor (the seed's qcluster).
+    Cluster,
+    /// Print a one-off summary of all clusters (the seed's qinfo).
+    Info {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the Stat of every live cluster.
+    Stat {
+        /// Print the raw Stats as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal: a worker process of a cluster, fed by its sentinel over pipes.
+    #[command(hide = true)]
+    WorkerProcess {
+        /// The worker's slot in the cluster.
+        #[arg(long)]
+        slot: usize,
+        /// CPUs to pin this process to, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        cpus: Option<Vec<usize>>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -218,21 +263,45 @@ impl From<ClientError> for Failure {
     }
 }
 
-/// Runs the command line and returns the process's exit code.
+impl From<RegistryError> for Failure {
+    fn from(error: RegistryError) -> Failure {
+        Failure::new(Exit::Usage, error.to_string())
+    }
+}
+
+/// Runs the command line with the built-in functions and returns the process's exit code.
 pub fn main() -> ExitCode {
+    main_with(&|config: &Config| Registry::with_builtins(&config.exec_allow))
+}
+
+/// Runs the command line with the functions `registry` builds: the entry point of
+/// a worker binary of your own, so its clusters' workers run your functions.
+pub fn main_with(registry: &RegistryFactory) -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    if let Command::WorkerProcess { slot, cpus } = &cli.command {
+        init_logging("warn");
+        let (slot, cpus) = (*slot, cpus.clone());
+        return cluster::worker_process(cli.global, slot, cpus.as_deref(), registry).into();
+    }
+    let cluster = matches!(cli.command, Command::Cluster);
+    init_logging(if cluster { "info" } else { "warn" });
+    let runtime = if cluster {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("q8s: cannot start the async runtime: {error}");
             return Exit::Failed.into();
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, registry)) {
         Ok(exit) => exit.into(),
         Err(failure) => {
             eprintln!("q8s: {}", failure.message);
@@ -241,25 +310,38 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("Q8S_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
 
-async fn run(cli: Cli) -> Result<Exit, Failure> {
+async fn run(cli: Cli, registry: &RegistryFactory) -> Result<Exit, Failure> {
+    let config_args = cli.global.passthrough();
     let config = Config::load(&Sources::from_process(cli.global.config, cli.global.set))?;
     match cli.command {
-        Command::Enqueue(args) => commands::enqueue(config, args).await,
+        Command::Cluster => {
+            let functions = registry(&config)?;
+            cluster::cluster(config, functions, config_args).await
+        }
+        Command::Info { json } => cluster::info(config, json).await,
+        Command::Stat { json } => cluster::stat(config, json).await,
+        Command::WorkerProcess { .. } => Ok(Exit::Usage),
+        Command::Enqueue(args) => {
+            let functions = registry(&config)?;
+            commands::enqueue(config, functions, args).await
+        }
         Command::Result { id, wait } => commands::result(config, &id, wait).await,
         Command::Fetch { id } => commands::fetch(config, &id).await,
         Command::Group(command) => commands::group(config, command).await,
         Command::Queue(command) => commands::queue(config, command).await,
         Command::Failures(command) => commands::failures(config, command).await,
         Command::Config => commands::show_config(&config),
-        Command::Functions => commands::functions(&config),
+        Command::Functions => commands::functions(&registry(&config)?),
     }
 }

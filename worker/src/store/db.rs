@@ -61,11 +61,22 @@ pub enum Dialect {
 }
 
 /// A migrated database: its pool and dialect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Database {
     pool: AnyPool,
     dialect: Dialect,
     url: String,
+    connect_url: String,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the connect URL: it holds the password.
+        f.debug_struct("Database")
+            .field("dialect", &self.dialect)
+            .field("url", &self.url)
+            .finish()
+    }
 }
 
 impl Database {
@@ -116,6 +127,7 @@ impl Database {
             pool,
             dialect,
             url: shown,
+            connect_url,
         };
         database.migrate().await?;
         Ok(database)
@@ -129,6 +141,11 @@ impl Database {
     /// The SQL dialect.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The URL to connect with, password included: for connections outside the pool.
+    pub fn connect_url(&self) -> &str {
+        &self.connect_url
     }
 
     /// The URL with its password hidden.
@@ -155,19 +172,47 @@ impl Database {
     }
 }
 
-/// The embedded migrations for `dialect`.
+/// The embedded migrations for `dialect`, in order.
 fn migrator(dialect: Dialect) -> Migrator {
-    let sql: &'static str = match dialect {
-        Dialect::Sqlite => include_str!("../../migrations/sqlite/0001_init.sql"),
-        Dialect::Postgres => include_str!("../../migrations/postgres/0001_init.sql"),
+    let files: [(i64, &'static str, &'static str); 2] = match dialect {
+        Dialect::Sqlite => [
+            (
+                1,
+                "init",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                2,
+                "stat",
+                include_str!("../../migrations/sqlite/0002_stat.sql"),
+            ),
+        ],
+        Dialect::Postgres => [
+            (
+                1,
+                "init",
+                include_str!("../../migrations/postgres/0001_init.sql"),
+            ),
+            (
+                2,
+                "stat",
+                include_str!("../../migrations/postgres/0002_stat.sql"),
+            ),
+        ],
     };
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+    let migrations = files
+        .into_iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
 }
 
 /// A `sqlite:` URL that creates the file if it is missing.

@@ -245,6 +245,32 @@ impl Store {
     }
 }
 
+/// What finished in a period: how many tasks, and their average run time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Activity {
+    /// Tasks that finished (successes and failures kept in the store).
+    pub tasks: u64,
+    /// Average seconds from start to stop, if any task finished.
+    pub average_seconds: Option<f64>,
+}
+
+impl Store {
+    /// Tasks that finished since `since` (microseconds since the epoch), for `q8s info`.
+    pub async fn activity_since(&self, since: i64) -> Result<Activity, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), CAST(AVG(stopped - started) AS DOUBLE PRECISION) \
+             FROM q8s_tasks WHERE stopped >= $1",
+        )
+        .bind(since)
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok(Activity {
+            tasks: row.try_get::<i64, _>(0)? as u64,
+            average_seconds: row.try_get::<Option<f64>, _>(1)?.map(|micros| micros / 1e6),
+        })
+    }
+}
+
 fn record_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let corrupt = |what: &str, error: serde_json::Error| StoreError::Corrupt {

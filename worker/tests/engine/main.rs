@@ -6,5 +6,6 @@
 mod broker;
 mod cli;
 mod client;
+mod cluster;
 mod store;
 mod support;

@@ -71,3 +71,27 @@ pub async fn databases() -> Vec<TestDb> {
     databases.extend(postgres().await);
     databases
 }
+
+/// The secret key every test process shares.
+pub const TEST_KEY: &str = "a secret key for the tests";
+
+/// Configuration flags for a test on `db`, plus `extra` (`option=value`).
+pub fn flags(db: &TestDb, extra: &[&str]) -> Vec<String> {
+    let mut flags = vec![
+        format!("broker={}", db.url),
+        format!("secret_key={TEST_KEY}"),
+        "http_port=0".to_string(),
+    ];
+    flags.extend(extra.iter().map(|flag| flag.to_string()));
+    flags
+}
+
+/// The configuration a test's client uses; the same flags as its clusters.
+pub fn config(db: &TestDb, extra: &[&str]) -> q8s::Config {
+    q8s::Config::load(&q8s::config::Sources {
+        file: None,
+        env: Vec::new(),
+        flags: flags(db, extra),
+    })
+    .expect("test configuration")
+}

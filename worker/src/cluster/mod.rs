@@ -1,0 +1,101 @@
+//! The cluster: the seed's `qcluster`.
+//!
+//! One sentinel process runs the pusher, the monitor, the receipt keeper, Stat
+//! and the HTTP endpoints as tasks, and one driver task per worker process.
+//! A task flows: broker → pusher (verifies the signature) → the task queue
+//! (at most `queue_limit` packages) → a driver → its worker process → the
+//! driver → the result queue → monitor (saves, calls the hook, acknowledges).
+
+pub mod affinity;
+mod http;
+mod monitor;
+pub mod pipe;
+mod pusher;
+mod sentinel;
+pub mod stat;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::broker::{Broker, Leases, Receipt};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::package::Signer;
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::task::Task;
+
+pub use sentinel::{ClusterError, run};
+pub use stat::{Stat, State};
+pub use worker::{WorkerSpec, run_worker_process};
+
+/// Seconds between Stat publications.
+pub const STAT_INTERVAL: Duration = Duration::from_secs(3);
+/// Seconds a published Stat stays readable.
+pub const STAT_TTL_SECONDS: i64 = 10;
+/// Finished tasks saved per store transaction, at most.
+pub const RESULT_BATCH: usize = 1000;
+
+/// A verified task the cluster holds, with its delivery.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The broker's receipt.
+    pub receipt: Receipt,
+    /// Which delivery of the package this is.
+    pub attempt: u32,
+    /// The task.
+    pub task: Task,
+}
+
+/// What the sentinel's tasks share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// The broker.
+    pub broker: Arc<dyn Broker>,
+    /// The result store.
+    pub store: Store,
+    /// Verifies packages.
+    pub signer: Signer,
+    /// Functions for hooks.
+    pub registry: Arc<Registry>,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+    /// Receipts held (queued or running) and the lease each needs while held.
+    pub held: Mutex<HashMap<Receipt, Duration>>,
+    /// Worker process ids by slot (0 while a slot has none).
+    pub pids: Mutex<Vec<u32>>,
+}
+
+impl Shared {
+    /// Receipt lengths for this cluster.
+    pub fn leases(&self) -> Leases {
+        Leases::from_config(&self.config)
+    }
+
+    /// The time limit of `task`: its own, else the cluster's.
+    pub fn timeout_of(&self, task: &Task) -> Option<Duration> {
+        task.timeout
+            .or(self.config.timeout)
+            .map(Duration::from_secs)
+    }
+
+    /// Starts keeping `receipt` alive while the task is held.
+    pub fn hold(&self, receipt: &Receipt, task: &Task) {
+        let lease = self.leases().lease(task.timeout.or(self.config.timeout));
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(receipt.clone(), lease);
+        }
+    }
+
+    /// Stops keeping `receipt` alive: acknowledged, released, or left to expire.
+    pub fn let_go(&self, receipt: &Receipt) {
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(receipt);
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The monitor: saves finished tasks in batches, calls hooks, acknowledges the broker.
+//!
+//! A success is acknowledged. A failure (timeouts included) is acknowledged
+//! only with `ack_failures` or the task's `ack_failure`, or once it has had
+//! `max_attempts` deliveries; otherwise it is left for the broker to deliver
+//! again after `retry`. Results are saved before anything is acknowledged, and
+//! a store that is down is retried, never skipped: an acknowledged task always
+//! has its result saved (or deliberately not, by `save_limit`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use super::{RESULT_BATCH, Shared};
+use crate::broker::Receipt;
+use crate::config::Config;
+use crate::registry::Call;
+use crate::store;
+use crate::task::{ErrorKind, TaskRecord};
+
+/// Pause before saving again when the store fails.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// A finished task on its way to the store.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The record to save.
+    pub record: TaskRecord,
+    /// The task's own `save`.
+    pub save: Option<bool>,
+    /// The task's own `ack_failure`.
+    pub ack_failure: Option<bool>,
+    /// Its delivery's receipt.
+    pub receipt: Receipt,
+}
+
+/// Whether a finished task is acknowledged with the broker.
+pub fn should_acknowledge(config: &Config, finished: &Finished) -> bool {
+    let record = &finished.record;
+    let max_attempts = config.max_attempts;
+    record.success
+        || finished.ack_failure.unwrap_or(config.ack_failures)
+        || (max_attempts > 0 && record.attempts >= max_attempts)
+}
+
+/// Runs until every sender is gone and the queue is empty.
+pub async fn run(shared: Arc<Shared>, mut results: mpsc::UnboundedReceiver<Finished>) {
+    let mut batch = Vec::with_capacity(RESULT_BATCH);
+    while results.recv_many(&mut batch, RESULT_BATCH).await > 0 {
+        save(&shared, &batch).await;
+        shared
+            .metrics
+            .result_queue
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        call_hooks(&shared, &batch).await;
+        acknowledge(&shared, &batch).await;
+        batch.clear();
+    }
+}
+
+async fn save(shared: &Shared, batch: &[Finished]) {
+    let records: Vec<store::Finished> = batch
+        .iter()
+        .map(|finished| store::Finished {
+            record: finished.record.clone(),
+            save: finished.save,
+        })
+        .collect();
+    while let Err(error) = shared.store.save_all(&records).await {
+        tracing::error!(
+            "monitor: cannot save {} results, retrying in {STORE_RETRY:?}: {error}",
+            records.len()
+        );
+        tokio::time::sleep(STORE_RETRY).await;
+    }
+    for finished in batch {
+        let metrics = &shared.metrics;
+        let record = &finished.record;
+        if record.success {
+            metrics.tasks_succeeded.fetch_add(1, Ordering::Relaxed);
+        } else {
+            metrics.tasks_failed.fetch_add(1, Ordering::Relaxed);
+            if record.error_kind == Some(ErrorKind::Timeout) {
+                metrics.tasks_timed_out.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Calls each finished task's hook with its record; a failing hook is logged, never fatal.
+async fn call_hooks(shared: &Arc<Shared>, batch: &[Finished]) {
+    let hooked: Vec<TaskRecord> = batch
+        .iter()
+        .filter(|finished| finished.record.hook.is_some())
+        .map(|finished| finished.record.clone())
+        .collect();
+    if hooked.is_empty() {
+        return;
+    }
+    let registry = Arc::clone(&shared.registry);
+    let called = tokio::task::spawn_blocking(move || {
+        for record in hooked {
+            let Some(hook) = record.hook.as_deref() else {
+                continue;
+            };
+            let argument = serde_json::to_value(&record).unwrap_or(Value::Null);
+            let args = [argument];
+            let kwargs = Map::new();
+            let call = Call {
+                func: hook,
+                args: &args,
+                kwargs: &kwargs,
+                timeout: None,
+            };
+            if let Err(error) = registry.call(&call) {
+                tracing::error!(task = %record.id, "hook {hook} failed: {error}");
+            }
+        }
+    })
+    .await;
+    if let Err(error) = called {
+        tracing::error!("hooks could not run: {error}");
+    }
+}
+
+async fn acknowledge(shared: &Shared, batch: &[Finished]) {
+    let receipts: Vec<Receipt> = batch
+        .iter()
+        .filter(|finished| should_acknowledge(&shared.config, finished))
+        .map(|finished| finished.receipt.clone())
+        .collect();
+    for finished in batch {
+        // Acknowledged or not, the cluster no longer holds it: a failure left
+        // unacknowledged is delivered again when its receipt runs out.
+        shared.let_go(&finished.receipt);
+    }
+    if receipts.is_empty() {
+        return;
+    }
+    if let Err(error) = shared.broker.acknowledge_all(&receipts).await {
+        // The results are saved; the packages will be delivered again after
+        // their receipts expire, and saved again over the same ids.
+        tracing::error!(
+            "monitor: cannot acknowledge {} tasks: {error}",
+            receipts.len()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{Task, TaskError};
+    use chrono::Utc;
+
+    fn finished(success: bool, attempts: u32, ack_failure: Option<bool>) -> Finished {
+        let task = Task::new("q8s.noop");
+        let outcome = if success {
+            Ok(Value::Null)
+        } else {
+            Err(TaskError::failed("no"))
+        };
+        Finished {
+            record: TaskRecord::finished(&task, outcome, Utc::now(), Utc::now(), attempts),
+            save: None,
+            ack_failure,
+            receipt: Receipt("1.1".into()),
+        }
+    }
+
+    #[test]
+    fn successes_are_acknowledged_and_failures_only_when_configured() {
+        let mut config = Config::default();
+        assert!(should_acknowledge(&config, &finished(true, 1, None)));
+        assert!(!should_acknowledge(&config, &finished(false, 1, None)));
+        assert!(should_acknowledge(&config, &finished(false, 1, Some(true))));
+        config.ack_failures = true;
+        assert!(should_acknowledge(&config, &finished(false, 1, None)));
+        assert!(!should_acknowledge(
+            &config,
+            &finished(false, 1, Some(false))
+        ));
+    }
+
+    #[test]
+    fn failure_is_acknowledged_once_it_used_its_attempts() {
+        let mut config = Config {
+            max_attempts: 3,
+            ..Config::default()
+        };
+        assert!(!should_acknowledge(&config, &finished(false, 2, None)));
+        assert!(should_acknowledge(&config, &finished(false, 3, None)));
+        config.max_attempts = 0;
+        assert!(!should_acknowledge(&config, &finished(false, 99, None)));
+    }
+}

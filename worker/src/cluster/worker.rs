@@ -1,0 +1,208 @@
+//! Worker processes: the loop a worker runs, and the sentinel's handle on one.
+//!
+//! A worker is this same binary started with the internal `worker-process`
+//! subcommand. It runs one task at a time: read a [`Job`], call the function,
+//! write a [`Done`]. It dies with the sentinel (parent-death signal) and lives
+//! in a process group of its own, so a Ctrl-C at the terminal reaches only the
+//! sentinel, which then stops the workers in order.
+
+use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::io::BufReader as AsyncBufReader;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use super::pipe::{self, Done, Job};
+use crate::registry::Registry;
+
+/// How long a retiring worker may take to exit before it is killed.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
+
+/// How to start a worker process: the program and the arguments that carry the configuration.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    /// This binary.
+    pub program: PathBuf,
+    /// Global arguments (`--config`, `--set`) so the worker loads the same configuration.
+    pub config_args: Vec<String>,
+}
+
+/// Why a worker could not run a task.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerLost {
+    /// The pipe broke: the process died.
+    #[error("worker process {pid} died: {source}")]
+    Died {
+        /// The worker's pid.
+        pid: u32,
+        /// The pipe's error.
+        source: std::io::Error,
+    },
+}
+
+/// The sentinel's handle on one running worker process.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    /// The process id.
+    pub pid: u32,
+    /// Tasks this process has run.
+    pub tasks_done: u64,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: AsyncBufReader<ChildStdout>,
+}
+
+impl WorkerProcess {
+    /// Starts a worker for `slot`, pinned to `cpus` when given.
+    pub fn spawn(
+        spec: &WorkerSpec,
+        slot: usize,
+        cpus: Option<&[usize]>,
+    ) -> std::io::Result<WorkerProcess> {
+        let mut command = Command::new(&spec.program);
+        command
+            .args(&spec.config_args)
+            .arg("worker-process")
+            .arg("--slot")
+            .arg(slot.to_string());
+        if let Some(cpus) = cpus {
+            let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
+            command.arg("--cpus").arg(list.join(","));
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().unwrap_or_default();
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| std::io::Error::other("worker has no stdin"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("worker has no stdout"))?;
+        Ok(WorkerProcess {
+            pid,
+            tasks_done: 0,
+            child,
+            stdin,
+            stdout: AsyncBufReader::new(stdout),
+        })
+    }
+
+    /// Sends `job` and waits for its answer; cancel-safe only in that a cancelled run leaves the worker unusable.
+    pub async fn run(&mut self, job: &Job) -> Result<Done, WorkerLost> {
+        let pid = self.pid;
+        pipe::send(&mut self.stdin, job)
+            .await
+            .map_err(|source| WorkerLost::Died { pid, source })?;
+        let done = pipe::receive(&mut self.stdout)
+            .await
+            .map_err(|source| WorkerLost::Died { pid, source })?;
+        self.tasks_done += 1;
+        Ok(done)
+    }
+
+    /// Waits until the process exits by itself (used to notice an idle worker's death).
+    pub async fn exited(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// Kills the process at once (timeout, or it is already broken).
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Asks the process to exit after its current task by closing its input; kills it after a grace period.
+    pub async fn retire(self) {
+        let WorkerProcess {
+            mut child, stdin, ..
+        } = self;
+        drop(stdin);
+        if tokio::time::timeout(RETIRE_GRACE, child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// Resident memory of this process in KiB, from /proc (0 where there is no /proc).
+pub fn own_rss_kib() -> u64 {
+    rss_kib_of("self")
+}
+
+/// Resident memory of process `pid` (or `self`) in KiB.
+pub fn rss_kib_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Why a worker process could not start its loop.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerSetupError {
+    /// A system call failed.
+    #[error("worker setup: {0}")]
+    System(#[from] nix::Error),
+    /// Reading or writing the pipes failed.
+    #[error("worker pipes: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The worker process's main loop: run jobs from stdin until it closes.
+pub fn run_worker_process(
+    registry: &Registry,
+    cpus: Option<&[usize]>,
+) -> Result<(), WorkerSetupError> {
+    use nix::sys::signal::Signal;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
+        // The sentinel died before the parent-death signal was armed.
+        return Ok(());
+    }
+    if let Some(cpus) = cpus {
+        super::affinity::pin_current_process(cpus)?;
+    }
+    // Only the sentinel decides when a worker stops (by closing its input), so a
+    // SIGTERM or SIGINT sent to every process of the group (systemd, a terminal)
+    // never cuts a task short. The flag is not read: the handler only replaces the default.
+    let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&ignored))?;
+    }
+    // Keep the real stdout for answers; what functions print goes to stderr.
+    let answers = std::fs::File::from(nix::unistd::dup(std::io::stdout())?);
+    nix::unistd::dup2_stdout(std::io::stderr())?;
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let mut output = BufWriter::new(answers);
+    while let Some(job) = pipe::read_frame::<Job>(&mut input)? {
+        let started = Utc::now();
+        let timeout = job.timeout_ms.map(Duration::from_millis);
+        let outcome = registry.run(&job.task, timeout);
+        let stopped = Utc::now();
+        let done = Done {
+            id: job.task.id,
+            outcome,
+            started,
+            stopped,
+            rss_kib: own_rss_kib(),
+        };
+        pipe::write_frame(&mut output, &done)?;
+    }
+    Ok(())
+}

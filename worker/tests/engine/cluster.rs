@@ -1,0 +1,589 @@
+//! Real clusters as processes, against SQLite and PostgreSQL: tasks flow, faults lose nothing.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use q8s::task::ErrorKind;
+use q8s::{Client, Stat, TaskRequest};
+use serde_json::json;
+
+use crate::support::{TestDb, config, databases, flags};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn q8s_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_q8s"))
+}
+
+/// The example worker binary with its own functions, built by `cargo test`.
+fn custom_worker_binary() -> PathBuf {
+    let binary = q8s_binary()
+        .parent()
+        .expect("the binary has a folder")
+        .join("examples/custom_worker");
+    assert!(
+        binary.exists(),
+        "build the example first: cargo build --example custom_worker"
+    );
+    binary
+}
+
+/// A cluster process and its log.
+struct ClusterProcess {
+    child: Child,
+    log: PathBuf,
+    _folder: tempfile::TempDir,
+}
+
+impl ClusterProcess {
+    fn start(program: &Path, db: &TestDb, extra: &[&str]) -> ClusterProcess {
+        ClusterProcess::start_with_env(program, db, extra, &[])
+    }
+
+    fn start_with_env(
+        program: &Path,
+        db: &TestDb,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ClusterProcess {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let log = folder.path().join("cluster.log");
+        let mut command = Command::new(program);
+        for flag in flags(db, extra) {
+            command.arg("--set").arg(flag);
+        }
+        command
+            .arg("cluster")
+            .current_dir(folder.path())
+            .env("Q8S_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        let cluster = ClusterProcess {
+            child: command.spawn().expect("cluster starts"),
+            log,
+            _folder: folder,
+        };
+        cluster.wait_for_log("running.", Duration::from_secs(30));
+        cluster
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, text: &str, within: Duration) {
+        let started = Instant::now();
+        while !self.log_text().contains(text) {
+            assert!(
+                started.elapsed() < within,
+                "no {text:?} in the cluster log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Worker pids the log announced, in order.
+    fn worker_pids(&self) -> Vec<i32> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| line.split("ready for work at ").nth(1))
+            .filter_map(|pid| pid.trim().parse().ok())
+            .collect()
+    }
+
+    /// SIGTERM, then the exit status (the stop procedure must finish in time).
+    fn terminate(mut self) -> (ExitStatus, String) {
+        kill(self.pid(), Signal::SIGTERM).expect("signal the sentinel");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, self.log_text());
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the cluster did not stop:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9 of the sentinel.
+    fn kill9(mut self) -> Vec<i32> {
+        let workers = self.worker_pids();
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+        workers
+    }
+}
+
+impl Drop for ClusterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is dead for our purposes: it runs nothing.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
+
+async fn enqueue_many(client: &Client, request: &TaskRequest, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        ids.push(client.enqueue(request.clone()).await.expect("enqueue"));
+    }
+    ids
+}
+
+/// Waits until every id has a result; returns how many succeeded.
+async fn wait_for_results(client: &Client, ids: &[String]) -> usize {
+    let started = Instant::now();
+    let mut pending: Vec<&String> = ids.iter().collect();
+    let mut successes = 0;
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in pending {
+            match client.fetch(id).await.expect("fetch") {
+                Some(record) => successes += usize::from(record.success),
+                None => still.push(id),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{} tasks never finished",
+                pending.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    successes
+}
+
+async fn finished_count(client: &Client, ids: &[String]) -> usize {
+    let mut count = 0;
+    for id in ids {
+        count += usize::from(client.fetch(id).await.expect("fetch").is_some());
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_flow_end_to_end_and_sigterm_exits_cleanly() {
+    for db in databases().await {
+        let settings = ["workers=2", "bulk=10", "save_limit=0"];
+        let client = Client::connect(config(&db, &settings))
+            .await
+            .expect("client");
+        let ids = enqueue_many(
+            &client,
+            &TaskRequest::new("math.copysign").arg(2).arg(-2),
+            200,
+        )
+        .await;
+        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+        assert_eq!(wait_for_results(&client, &ids).await, 200, "{}", db.label);
+        assert_eq!(
+            client.result(&ids[0]).await.expect("result"),
+            Some(Ok(json!(-2.0)))
+        );
+        let workers = cluster.worker_pids();
+        let (status, log) = cluster.terminate();
+        assert!(status.success(), "{}: exit {status}\n{log}", db.label);
+        for line in [
+            "stopping.",
+            "stopped pushing tasks",
+            "stopped doing work",
+            "stopped monitoring results",
+            "has stopped.",
+        ] {
+            assert!(log.contains(line), "{}: no {line:?} in\n{log}", db.label);
+        }
+        assert!(
+            workers.iter().all(|pid| !alive(*pid)),
+            "{}: workers left behind",
+            db.label
+        );
+        let broker = client.broker();
+        assert_eq!(
+            broker.queue_size().await.expect("size") + broker.lock_size().await.expect("locks"),
+            0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_hands_back_held_tasks_and_loses_nothing() {
+    for db in databases().await {
+        let settings = [
+            "workers=2",
+            "bulk=20",
+            "queue_limit=40",
+            "save_limit=0",
+            "retry=300",
+        ];
+        let client = Client::connect(config(&db, &settings))
+            .await
+            .expect("client");
+        let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.02), 300).await;
+        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+        while finished_count(&client, &ids[..20]).await < 20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let workers = cluster.worker_pids();
+        let (status, log) = cluster.terminate();
+        assert!(status.success(), "{}: exit {status}\n{log}", db.label);
+        assert!(
+            workers.iter().all(|pid| !alive(*pid)),
+            "{}: a worker outlived the stop",
+            db.label
+        );
+        let broker = client.broker();
+        // retry is 300 s: anything not finished must have been handed back at once.
+        assert_eq!(
+            broker.lock_size().await.expect("locks"),
+            0,
+            "{}: packages left in flight",
+            db.label
+        );
+        let finished = finished_count(&client, &ids).await;
+        let queued = broker.queue_size().await.expect("size") as usize;
+        assert_eq!(
+            finished + queued,
+            300,
+            "{}: {finished} finished + {queued} queued",
+            db.label
+        );
+        assert!(
+            queued > 0,
+            "{}: the stop came too late to test anything",
+            db.label
+        );
+        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+        assert_eq!(wait_for_results(&client, &ids).await, 300, "{}", db.label);
+        cluster.terminate();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_worker_mid_task_loses_nothing() {
+    for db in databases().await {
+        let settings = ["workers=2", "retry=2", "save_limit=0"];
+        let client = Client::connect(config(&db, &settings))
+            .await
+            .expect("client");
+        let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(1.5), 4).await;
+        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let victim = cluster.worker_pids()[0];
+        kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill -9 a worker");
+        assert_eq!(wait_for_results(&client, &ids).await, 4, "{}", db.label);
+        cluster.wait_for_log("will be delivered again", Duration::from_secs(5));
+        let (status, log) = cluster.terminate();
+        assert!(status.success(), "{log}");
+        assert_eq!(
+            log.matches("ready for work at").count(),
+            3,
+            "{}: the dead worker was replaced\n{log}",
+            db.label
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_whole_cluster_mid_load_loses_nothing() {
+    for db in databases().await {
+        let settings = ["workers=2", "bulk=10", "retry=2", "save_limit=0"];
+        let client = Client::connect(config(&db, &settings))
+            .await
+            .expect("client");
+        let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.01), 300).await;
+        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+        while finished_count(&client, &ids[..30]).await < 30 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let workers = cluster.kill9();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            workers.iter().all(|pid| !alive(*pid)),
+            "{}: workers outlived their sentinel",
+            db.label
+        );
+        let finished = finished_count(&client, &ids).await;
+        assert!(
+            finished < 300,
+            "{}: the kill came too late to test anything",
+            db.label
+        );
+        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+        assert_eq!(
+            wait_for_results(&client, &ids).await,
+            300,
+            "{}: every accepted task finished",
+            db.label
+        );
+        cluster.terminate();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_kills_only_the_task_that_overran() {
+    for db in databases().await {
+        let settings = ["workers=2", "save_limit=0"];
+        let client = Client::connect(config(&db, &settings))
+            .await
+            .expect("client");
+        let slow = client
+            .enqueue(TaskRequest {
+                timeout: Some(1),
+                ..TaskRequest::new("time.sleep").arg(60)
+            })
+            .await
+            .expect("enqueue");
+        let quick = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.05), 30).await;
+        let started = Instant::now();
+        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+        assert_eq!(wait_for_results(&client, &quick).await, 30, "{}", db.label);
+        wait_for_results(&client, std::slice::from_ref(&slow)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}: the slow task held things up",
+            db.label
+        );
+        let error = client
+            .result(&slow)
+            .await
+            .expect("result")
+            .expect("finished")
+            .expect_err("timed out");
+        assert_eq!(error.kind, ErrorKind::Timeout, "{}", db.label);
+        let (status, log) = cluster.terminate();
+        assert!(status.success(), "{log}");
+        assert!(log.contains("timed out running time.sleep"), "{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recycle_and_max_rss_replace_workers_and_stat_counts_them() {
+    for db in databases().await {
+        let settings = ["workers=1", "recycle=5", "max_rss=60000", "save_limit=0"];
+        let client = Client::connect(config(&db, &settings))
+            .await
+            .expect("client");
+        let mut ids = enqueue_many(&client, &TaskRequest::new("q8s.noop"), 20).await;
+        ids.push(
+            client
+                .enqueue(TaskRequest::new("q8s.alloc").arg(100))
+                .await
+                .expect("enqueue"),
+        );
+        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+        let sentinel = cluster.pid().to_string();
+        assert_eq!(wait_for_results(&client, &ids).await, 21, "{}", db.label);
+        let (status, log) = cluster.terminate();
+        assert!(status.success(), "{log}");
+        assert!(log.contains("(recycle)"), "{}: {log}", db.label);
+        assert!(log.contains("over max_rss"), "{}: {log}", db.label);
+        let stat = Stat::get(client.store().database(), &sentinel)
+            .await
+            .expect("stat")
+            .expect("the stopped cluster's last Stat");
+        assert_eq!(stat.state, q8s::State::Stopped);
+        assert!(
+            stat.reincarnations >= 4,
+            "{}: {} reincarnations",
+            db.label,
+            stat.reincarnations
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_package_never_runs() {
+    for db in databases().await {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let script = folder.path().join("touch-marker");
+        std::fs::write(&script, "#!/bin/sh\nread input\ntouch \"$(echo \"$input\" | sed 's/.*\"args\":\\[\"\\([^\"]*\\)\".*/\\1/')\"\n")
+            .expect("script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let allow = format!("exec_allow={}/*", folder.path().display());
+        let settings = ["workers=1", "save_limit=0", allow.as_str()];
+        let client = Client::connect(config(&db, &settings))
+            .await
+            .expect("client");
+        let genuine_marker = folder.path().join("genuine");
+        let forged_marker = folder.path().join("forgeds");
+        let forged = client
+            .enqueue(
+                TaskRequest::new("exec")
+                    .arg(script.display().to_string())
+                    .arg(folder.path().join("forged1").display().to_string()),
+            )
+            .await
+            .expect("enqueue");
+        // Tamper inside the database: point the task at another marker, same length.
+        let database = client.store().database();
+        let (payload,): (Vec<u8>,) = sqlx::query_as("SELECT payload FROM q8s_queue")
+            .fetch_one(database.pool())
+            .await
+            .expect("payload");
+        let tampered = String::from_utf8_lossy(&payload)
+            .replace("forged1", "forgeds")
+            .into_bytes();
+        sqlx::query("UPDATE q8s_queue SET payload = $1")
+            .bind(tampered)
+            .execute(database.pool())
+            .await
+            .expect("tamper");
+        let genuine = client
+            .enqueue(
+                TaskRequest::new("exec")
+                    .arg(script.display().to_string())
+                    .arg(genuine_marker.display().to_string()),
+            )
+            .await
+            .expect("enqueue");
+        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+        assert_eq!(
+            wait_for_results(&client, std::slice::from_ref(&genuine)).await,
+            1,
+            "{}",
+            db.label
+        );
+        assert!(
+            genuine_marker.exists(),
+            "{}: the genuine task ran",
+            db.label
+        );
+        cluster.wait_for_log("rejected a package", Duration::from_secs(10));
+        let (status, log) = cluster.terminate();
+        assert!(status.success(), "{log}");
+        assert!(
+            !forged_marker.exists(),
+            "{}: the tampered task ran",
+            db.label
+        );
+        assert!(!folder.path().join("forged1").exists(), "{}", db.label);
+        assert_eq!(
+            client.fetch(&forged).await.expect("fetch"),
+            None,
+            "{}: never executed, never saved",
+            db.label
+        );
+        let broker = client.broker();
+        assert_eq!(
+            broker.queue_size().await.expect("size") + broker.lock_size().await.expect("locks"),
+            0,
+            "{}: failed with the broker",
+            db.label
+        );
+        assert!(
+            !log.contains("forgeds"),
+            "{}: the payload must not be logged",
+            db.label
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_are_called_once_per_finished_task() {
+    for db in databases().await {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let hook_log = folder.path().join("hooks.log");
+        let settings = ["workers=2", "ack_failures=true", "save_limit=0"];
+        let client = Client::connect(config(&db, &settings))
+            .await
+            .expect("client");
+        let hooked = |request: TaskRequest| TaskRequest {
+            hook: Some("myapp.record_hook".into()),
+            ..request
+        };
+        let mut ids = enqueue_many(
+            &client,
+            &hooked(TaskRequest::new("myapp.greet").arg("you")),
+            30,
+        )
+        .await;
+        ids.extend(enqueue_many(&client, &hooked(TaskRequest::new("q8s.fail")), 10).await);
+        ids.push(
+            client
+                .enqueue(TaskRequest {
+                    timeout: Some(1),
+                    ..hooked(TaskRequest::new("time.sleep").arg(30))
+                })
+                .await
+                .expect("enqueue"),
+        );
+        let hook_log_text = hook_log.display().to_string();
+        let cluster = ClusterProcess::start_with_env(
+            &custom_worker_binary(),
+            &db,
+            &settings,
+            &[("MYAPP_HOOK_LOG", hook_log_text.as_str())],
+        );
+        assert_eq!(wait_for_results(&client, &ids).await, 30, "{}", db.label);
+        assert_eq!(
+            client.result(&ids[0]).await.expect("result"),
+            Some(Ok(json!("Hello, you!")))
+        );
+        let (status, log) = cluster.terminate();
+        assert!(status.success(), "{log}");
+        let lines: Vec<String> = std::fs::read_to_string(&hook_log)
+            .expect("hooks wrote")
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let hooked_ids: HashSet<&str> = lines
+            .iter()
+            .filter_map(|line| line.split(' ').next())
+            .collect();
+        assert_eq!(lines.len(), 41, "{}: one call per finished task", db.label);
+        assert_eq!(hooked_ids.len(), 41, "{}", db.label);
+        assert_eq!(
+            lines.iter().filter(|line| line.ends_with("false")).count(),
+            11,
+            "{}",
+            db.label
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_worker_does_not_stall_the_others() {
+    for db in databases().await {
+        let settings = ["workers=2", "timeout=3", "save_limit=0"];
+        let client = Client::connect(config(&db, &settings))
+            .await
+            .expect("client");
+        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+        let hung = cluster.worker_pids()[0];
+        kill(Pid::from_raw(hung), Signal::SIGSTOP).expect("freeze a worker");
+        let started = Instant::now();
+        let ids = enqueue_many(&client, &TaskRequest::new("q8s.noop"), 50).await;
+        let successes = wait_for_results(&client, &ids).await;
+        assert!(successes >= 49, "{}: {successes} of 50", db.label);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}: the cluster stalled",
+            db.label
+        );
+        let (status, log) = cluster.terminate();
+        assert!(status.success(), "{log}");
+    }
+}
