@@ -169,6 +169,21 @@ impl TaskRequest {
     }
 }
 
+impl TaskRequest {
+    /// The task this request describes, with a fresh id.
+    fn into_task(self) -> Task {
+        let mut task = Task::new(self.func);
+        task.args = self.args;
+        task.kwargs = self.kwargs;
+        task.hook = self.hook;
+        task.group = self.group;
+        task.timeout = self.timeout;
+        task.save = self.save;
+        task.ack_failure = self.ack_failure;
+        task
+    }
+}
+
 /// A connection to a broker and a store, signing with the cluster's keys.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -249,16 +264,10 @@ impl Client {
                     .into(),
             ));
         }
-        let mut task = Task::new(request.func);
-        task.args = request.args;
-        task.kwargs = request.kwargs;
-        task.hook = request.hook;
-        task.group = request.group;
-        task.timeout = request.timeout;
-        task.save = request.save;
-        task.ack_failure = request.ack_failure;
+        let sync = request.sync.unwrap_or(self.config.sync);
+        let task = request.into_task();
         let package = self.signer.pack(&task)?;
-        if request.sync.unwrap_or(self.config.sync) {
+        if sync {
             // The same path as a cluster: verify the package, run, save, call the hook.
             let task = self.signer.unpack(package.as_bytes())?;
             self.run_now(task).await?;
@@ -268,6 +277,31 @@ impl Client {
                 .await?;
         }
         Ok(task.id)
+    }
+
+    /// Puts many tasks on the queue in one broker call (one transaction on SQL); returns their ids.
+    /// Tasks that ask for `sync` are refused here: enqueue them one by one.
+    pub async fn enqueue_all(
+        &self,
+        requests: Vec<TaskRequest>,
+    ) -> Result<Vec<String>, ClientError> {
+        let mut packages = Vec::with_capacity(requests.len());
+        let mut ids = Vec::with_capacity(requests.len());
+        for request in requests {
+            if request.sync.unwrap_or(self.config.sync) || request.func.trim().is_empty() {
+                return Err(ClientError::Invalid(
+                    "enqueue_all takes queued tasks with a function name; run sync tasks with enqueue".into(),
+                ));
+            }
+            let task = request.into_task();
+            packages.push((
+                self.signer.pack(&task)?,
+                task.timeout.or(self.config.timeout),
+            ));
+            ids.push(task.id);
+        }
+        self.broker.enqueue_all(&packages).await?;
+        Ok(ids)
     }
 
     /// Runs `task` in this process, saves it and calls its hook.

@@ -212,10 +212,9 @@ impl Broker for SqlBroker {
             .map(|receipt| parse_receipt(receipt).map(|(id, _)| id))
             .collect::<Result<Vec<i64>, BrokerError>>()?;
         for chunk in ids.chunks(ACK_CHUNK) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
             let sql = format!(
                 "DELETE FROM q8s_queue WHERE id IN ({})",
-                placeholders.join(", ")
+                self.db.placeholders(1, chunk.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {

@@ -1,5 +1,6 @@
 //! The `q8s` command line: parses arguments, runs one command, maps errors to exit codes.
 
+mod bench;
 mod cluster;
 mod commands;
 
@@ -117,6 +118,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure enqueue rate, drain rate, latency and memory (see docs/benchmarks.md).
+    Bench(bench::BenchArgs),
     /// Internal: a worker process of a cluster, fed by its sentinel over pipes.
     #[command(hide = true)]
     WorkerProcess {
@@ -285,15 +288,11 @@ pub fn main_with(registry: &RegistryFactory) -> ExitCode {
     }
     let cluster = matches!(cli.command, Command::Cluster);
     init_logging(if cluster { "info" } else { "warn" });
-    let runtime = if cluster {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    };
+    // One thread: the sentinel's tasks all wait on pipes and sockets, and
+    // hopping between threads cost more than the work itself (measured).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -330,6 +329,7 @@ async fn run(cli: Cli, registry: &RegistryFactory) -> Result<Exit, Failure> {
             cluster::cluster(config, functions, config_args).await
         }
         Command::Info { json } => cluster::info(config, json).await,
+        Command::Bench(args) => bench::bench(config, config_args, args).await,
         Command::Stat { json } => cluster::stat(config, json).await,
         Command::WorkerProcess { .. } => Ok(Exit::Usage),
         Command::Enqueue(args) => {

@@ -21,6 +21,12 @@ use crate::registry::Call;
 use crate::store;
 use crate::task::{ErrorKind, TaskRecord};
 
+/// How long the monitor waits for more results when only a few are waiting, so
+/// saves go in batches; also the most it adds to a task's latency.
+const RESULT_LINGER: Duration = Duration::from_millis(2);
+/// A batch this large is saved at once, without lingering.
+const LINGER_BELOW: usize = 64;
+
 /// Pause before saving again when the store fails.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
@@ -50,6 +56,10 @@ pub fn should_acknowledge(config: &Config, finished: &Finished) -> bool {
 pub async fn run(shared: Arc<Shared>, mut results: mpsc::UnboundedReceiver<Finished>) {
     let mut batch = Vec::with_capacity(RESULT_BATCH);
     while results.recv_many(&mut batch, RESULT_BATCH).await > 0 {
+        if batch.len() < LINGER_BELOW {
+            let more = RESULT_BATCH - batch.len();
+            let _ = tokio::time::timeout(RESULT_LINGER, results.recv_many(&mut batch, more)).await;
+        }
         save(&shared, &batch).await;
         shared
             .metrics

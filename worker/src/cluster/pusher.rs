@@ -30,9 +30,12 @@ pub async fn run(
 ) {
     let poll = Duration::from_secs_f64(shared.config.poll);
     let bulk = shared.config.bulk.max(1);
+    // Refill once half the queue is free (up to `bulk`), so a full queue is not
+    // topped up one package per dequeue as workers take them one by one.
+    let low_water = bulk.min(tasks.max_capacity().div_ceil(2)).max(1);
     let mut backoff = poll;
     while !*stop.borrow() {
-        let room = tasks.capacity().clamp(1, bulk);
+        let room = tasks.capacity().clamp(low_water, bulk.max(low_water));
         let permits = tokio::select! {
             permits = tasks.reserve_many(room) => match permits {
                 Ok(permits) => permits,

@@ -143,6 +143,21 @@ impl Database {
         self.dialect
     }
 
+    /// `count` placeholders for bound values numbered from `first` (1-based), comma-separated.
+    ///
+    /// SQLite gets anonymous `?`: sqlx looks each `$N` up by name, and SQLite's
+    /// lookup walks a list, which made statements with thousands of values quadratic.
+    pub fn placeholders(&self, first: usize, count: usize) -> String {
+        let one = |n: usize| match self.dialect {
+            Dialect::Sqlite => "?".to_string(),
+            Dialect::Postgres => format!("${n}"),
+        };
+        (first..first + count)
+            .map(one)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The URL to connect with, password included: for connections outside the pool.
     pub fn connect_url(&self) -> &str {
         &self.connect_url
@@ -174,7 +189,7 @@ impl Database {
 
 /// The embedded migrations for `dialect`, in order.
 fn migrator(dialect: Dialect) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 2] = match dialect {
+    let files: [(i64, &'static str, &'static str); 3] = match dialect {
         Dialect::Sqlite => [
             (
                 1,
@@ -185,6 +200,11 @@ fn migrator(dialect: Dialect) -> Migrator {
                 2,
                 "stat",
                 include_str!("../../migrations/sqlite/0002_stat.sql"),
+            ),
+            (
+                3,
+                "queue order",
+                include_str!("../../migrations/sqlite/0003_queue_order.sql"),
             ),
         ],
         Dialect::Postgres => [
@@ -197,6 +217,11 @@ fn migrator(dialect: Dialect) -> Migrator {
                 2,
                 "stat",
                 include_str!("../../migrations/postgres/0002_stat.sql"),
+            ),
+            (
+                3,
+                "queue order",
+                include_str!("../../migrations/postgres/0003_queue_order.sql"),
             ),
         ],
     };

@@ -41,6 +41,11 @@ pub struct Finished {
     pub save: Option<bool>,
 }
 
+/// Values bound per saved task.
+const COLUMNS_PER_ROW: usize = 14;
+/// Tasks per INSERT statement: within every dialect's limit on bound parameters.
+const ROWS_PER_INSERT: usize = 200;
+
 const COLUMNS: &str = "id, name, func, hook, args, kwargs, result, error_kind, task_group, \
      enqueued, started, stopped, CASE WHEN success THEN 1 ELSE 0 END AS success_flag, attempts";
 
@@ -85,32 +90,51 @@ impl Store {
         if kept.is_empty() {
             return Ok(0);
         }
+        // A task delivered twice may finish twice in one batch; keep its last result,
+        // since one statement may not update the same row twice.
+        let mut seen = std::collections::HashSet::new();
+        let mut unique: Vec<&TaskRecord> = kept
+            .iter()
+            .rev()
+            .filter(|record| seen.insert(record.id.as_str()))
+            .copied()
+            .collect();
+        unique.reverse();
         let mut transaction = self.db.pool().begin().await?;
-        for record in &kept {
-            sqlx::query(
+        for chunk in unique.chunks(ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let first = row * COLUMNS_PER_ROW + 1;
+                    format!("({})", self.db.placeholders(first, COLUMNS_PER_ROW))
+                })
+                .collect();
+            let sql = format!(
                 "INSERT INTO q8s_tasks (id, name, func, hook, args, kwargs, result, error_kind, \
-                 task_group, enqueued, started, stopped, success, attempts) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 task_group, enqueued, started, stopped, success, attempts) VALUES {} \
                  ON CONFLICT (id) DO UPDATE SET result = excluded.result, \
                  error_kind = excluded.error_kind, started = excluded.started, \
                  stopped = excluded.stopped, success = excluded.success, attempts = excluded.attempts",
-            )
-            .bind(&record.id)
-            .bind(&record.name)
-            .bind(&record.func)
-            .bind(record.hook.as_deref())
-            .bind(Value::Array(record.args.clone()).to_string())
-            .bind(Value::Object(record.kwargs.clone()).to_string())
-            .bind(record.result.to_string())
-            .bind(record.error_kind.map(ErrorKind::as_str))
-            .bind(record.group.as_deref())
-            .bind(micros(record.enqueued))
-            .bind(micros(record.started))
-            .bind(micros(record.stopped))
-            .bind(record.success)
-            .bind(i64::from(record.attempts))
-            .execute(&mut *transaction)
-            .await?;
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for record in chunk {
+                query = query
+                    .bind(record.id.clone())
+                    .bind(record.name.clone())
+                    .bind(record.func.clone())
+                    .bind(record.hook.clone())
+                    .bind(Value::Array(record.args.clone()).to_string())
+                    .bind(Value::Object(record.kwargs.clone()).to_string())
+                    .bind(record.result.to_string())
+                    .bind(record.error_kind.map(ErrorKind::as_str))
+                    .bind(record.group.clone())
+                    .bind(micros(record.enqueued))
+                    .bind(micros(record.started))
+                    .bind(micros(record.stopped))
+                    .bind(record.success)
+                    .bind(i64::from(record.attempts));
+            }
+            query.execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
         if kept.iter().any(|r| r.success) && self.save_limit > 0 {
