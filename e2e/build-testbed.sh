@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Builds the Kubernetes test bed from Go modules: the q8s-kube multi-call binary
+# of e2e/kube (kube-apiserver, etcd, kubectl, kube-controller-manager,
+# kube-scheduler) and helm. Prints the folder holding the commands on stdout.
+#
+# The result lives outside the clone, in a folder named by the content hash of
+# what decides it (e2e/kube's go.mod, go.sum and main.go, the helm version, the
+# Go version and the build recipe), so a second run on the same machine only
+# checks that folder. Safe to run again; an interrupted build leaves no folder.
+#
+#   Q8S_TESTBED_CACHE   where the builds live (default: $XDG_CACHE_HOME/q8s/testbed)
+#   Q8S_GO_JOBS         packages Go compiles at once (default 1: see docs/testing.md)
+set -euo pipefail
+e2e=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+module="$e2e/kube"
+
+# helm v3, installed as its own module: it selects k8s.io libraries of its own.
+helm_version=v3.22.0
+# Bump when the build flags below change, so the hash changes with them.
+recipe=1
+
+export GOTOOLCHAIN=local CGO_ENABLED=0
+command -v go >/dev/null || { echo "build-testbed: Go is not installed" >&2; exit 1; }
+
+hash=$(
+  {
+    cat "$module/go.mod" "$module/go.sum" "$module/main.go"
+    echo "helm $helm_version recipe $recipe $(go env GOVERSION GOOS GOARCH)"
+  } | sha256sum | cut -c1-16
+)
+cache="${Q8S_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/q8s/testbed}"
+bin="$cache/$hash/bin"
+commands=(kube-apiserver etcd kubectl kube-controller-manager kube-scheduler)
+
+if [ -f "$cache/$hash/complete" ]; then
+  echo "test bed already built: $bin" >&2
+  echo "$bin"
+  exit 0
+fi
+
+k8s_version=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$module/go.mod")
+minor=${k8s_version#v1.}
+minor=${minor%%.*}
+mkdir -p "$cache"
+work=$(mktemp -d "$cache/.build-$hash.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/bin"
+
+# What hack/lib/version.sh stamps into the release binaries, so /version and
+# `kubectl version` answer the real version.
+build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  ldflags+=" -X $pkg.gitCommit= -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+done
+jobs=${Q8S_GO_JOBS:-1}
+
+echo "building the test bed ($k8s_version, helm $helm_version, go -p $jobs) into $cache/$hash" >&2
+start=$SECONDS
+(cd "$module" && nice -n 19 go build -p "$jobs" -mod=readonly -trimpath -ldflags "$ldflags" \
+  -o "$work/bin/q8s-kube" .)
+echo "q8s-kube built in $((SECONDS - start)) s" >&2
+for name in "${commands[@]}"; do
+  ln -s q8s-kube "$work/bin/$name"
+done
+
+start=$SECONDS
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.metadata= -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+(cd "$work" && GOBIN="$work/bin" nice -n 19 go install -p "$jobs" -trimpath -ldflags "$helm_ldflags" \
+  "helm.sh/helm/v3/cmd/helm@$helm_version")
+echo "helm built in $((SECONDS - start)) s" >&2
+
+"$work/bin/kube-apiserver" --version >&2
+touch "$work/complete"
+rm -rf "${cache:?}/$hash"
+mv "$work" "$cache/$hash"
+trap - EXIT
+echo "test bed built: $bin" >&2
+echo "$bin"
