@@ -33,13 +33,22 @@ postgres_bin() {
 
 # Installs PostgreSQL if missing, starts it (or finds it running) and exports
 # Q8S_TEST_POSTGRES_URL, an admin URL the tests create their databases with.
+# With Q8S_PG_PROFILE=bench it starts a second server with PostgreSQL's default
+# durability (fsync and synchronous commit on), for figures that mean something.
 start_postgres() {
   if [ -z "$(postgres_bin)" ] || [ ! -x "$(postgres_bin)/initdb" ]; then
     apt_install postgresql
   fi
   local bin data port
   bin=$(postgres_bin)
+  local profile="${Q8S_PG_PROFILE:-test}" settings=""
   data="$services_dir/postgres"
+  if [ "$profile" = bench ]; then
+    data="$services_dir/postgres-bench"
+  else
+    # Tests need no durability, and fsync costs them minutes.
+    settings="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  fi
   if [ ! -f "$data/PG_VERSION" ]; then
     mkdir -p "$data"
     [ "$(id -u)" = 0 ] && chown postgres: "$data"
@@ -53,9 +62,9 @@ start_postgres() {
   else
     port=$(free_port)
     as_pg_user "$bin/pg_ctl" -D "$data" -w -t 60 -l "$data/server.log" \
-      -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$data -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+      -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$data -c max_connections=300 $settings" \
       start >/dev/null || { cat "$data/server.log" >&2; return 1; }
-    started_postgres="$data"
+    [ "$profile" = bench ] || started_postgres="$data"
     echo "PostgreSQL started on 127.0.0.1:$port ($data)" >&2
   fi
   export Q8S_TEST_POSTGRES_URL="postgres://q8s@127.0.0.1:$port/postgres"

@@ -587,3 +587,101 @@ async fn a_hung_worker_does_not_stall_the_others() {
         assert!(status.success(), "{log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_task_is_not_delivered_again_while_it_runs() {
+    for db in databases().await {
+        // retry is 1 s and the task has no timeout: only extended receipts keep
+        // the second worker from getting it while the first runs it.
+        let settings = ["workers=2", "retry=1", "save_limit=0"];
+        let client = Client::connect(config(&db, &settings))
+            .await
+            .expect("client");
+        let id = client
+            .enqueue(TaskRequest::new("time.sleep").arg(3.5))
+            .await
+            .expect("enqueue");
+        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+        wait_for_results(&client, std::slice::from_ref(&id)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let record = client.fetch(&id).await.expect("fetch").expect("finished");
+        assert_eq!(record.attempts, 1, "{}: delivered a second time", db.label);
+        let broker = client.broker();
+        assert_eq!(
+            broker.queue_size().await.expect("size") + broker.lock_size().await.expect("locks"),
+            0
+        );
+        let (status, log) = cluster.terminate();
+        assert!(status.success(), "{log}");
+        assert_eq!(
+            log.matches("ready for work at").count(),
+            2,
+            "{}: no worker was replaced",
+            db.label
+        );
+    }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_serves_health_readiness_and_metrics_and_pins_workers() {
+    let db = crate::support::sqlite();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let cpus = q8s::cluster::affinity::allowed_cpus().expect("this process's CPUs");
+    let http_port = format!("http_port={port}");
+    let settings = [
+        "workers=2",
+        "http_host=127.0.0.1",
+        http_port.as_str(),
+        "cpu_affinity=1",
+    ];
+    let client = Client::connect(config(&db, &settings))
+        .await
+        .expect("client");
+    let ids = enqueue_many(&client, &TaskRequest::new("q8s.fail"), 3).await;
+    // flags() turns HTTP off; the later --set in `settings` wins.
+    let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+    wait_for_results(&client, &ids).await;
+    assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
+    let ready = http_get(port, "/readyz");
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains("2 workers up"),
+        "{ready}"
+    );
+    let metrics = http_get(port, "/metrics");
+    assert!(metrics.contains("q8s_tasks_failed_total 3"), "{metrics}");
+    assert!(metrics.contains("q8s_workers 2"), "{metrics}");
+    assert!(
+        metrics.contains("q8s_task_duration_seconds_count 3"),
+        "{metrics}"
+    );
+    assert!(http_get(port, "/nowhere").starts_with("HTTP/1.1 404"));
+    for pid in cluster.worker_pids() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("worker status");
+        let allowed = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .expect("Cpus_allowed_list")
+            .trim()
+            .to_string();
+        if cpus.len() > 1 {
+            assert!(
+                allowed.parse::<usize>().is_ok(),
+                "worker {pid} pinned to one CPU, got {allowed}"
+            );
+        }
+    }
+    let (status, log) = cluster.terminate();
+    assert!(status.success(), "{log}");
+}
