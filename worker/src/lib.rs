@@ -14,6 +14,7 @@ pub mod humanize;
 pub mod metrics;
 pub mod package;
 pub mod registry;
+pub mod schedule;
 pub mod store;
 pub mod task;
 
