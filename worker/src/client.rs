@@ -125,8 +125,10 @@ impl TaskRequest {
                     self.timeout = Some(
                         value
                             .as_u64()
-                            .filter(|t| *t > 0)
-                            .ok_or_else(|| invalid(key, "a whole number of seconds"))?,
+                            .filter(|t| *t > 0 && *t <= crate::task::MAX_TIMEOUT)
+                            .ok_or_else(|| {
+                                invalid(key, "a whole number of seconds, at most a year")
+                            })?,
                     )
                 }
                 "save" => {
@@ -171,7 +173,7 @@ impl TaskRequest {
 
 impl TaskRequest {
     /// The task this request describes, with a fresh id.
-    fn into_task(self) -> Task {
+    pub(crate) fn into_task(self) -> Task {
         let mut task = Task::new(self.func);
         task.args = self.args;
         task.kwargs = self.kwargs;
@@ -251,10 +253,14 @@ impl Client {
                 "a task needs a function name, e.g. math.copysign".into(),
             ));
         }
-        if request.timeout == Some(0) {
-            return Err(ClientError::Invalid(
-                "timeout must be 1 second or more".into(),
-            ));
+        if request
+            .timeout
+            .is_some_and(|t| t == 0 || t > crate::task::MAX_TIMEOUT)
+        {
+            return Err(ClientError::Invalid(format!(
+                "timeout must be between 1 and {} seconds (a year)",
+                crate::task::MAX_TIMEOUT
+            )));
         }
         let cached = request.cached.unwrap_or(self.config.cached);
         if cached != Cached::Off {

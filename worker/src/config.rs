@@ -448,7 +448,13 @@ impl Config {
             "daemonize_workers" => self.daemonize_workers = boolean()?,
             "recycle" => self.recycle = positive("a whole number of tasks, 1 or more")?,
             "max_rss" => self.max_rss = Some(positive("a size in KiB, 1 or more")?),
-            "timeout" => self.timeout = Some(positive("a whole number of seconds, 1 or more")?),
+            "timeout" => {
+                let seconds = positive("a whole number of seconds, 1 to 31536000 (a year)")?;
+                if seconds > crate::task::MAX_TIMEOUT {
+                    return Err(invalid("a whole number of seconds, 1 to 31536000 (a year)"));
+                }
+                self.timeout = Some(seconds);
+            }
             "ack_failures" => self.ack_failures = boolean()?,
             "max_attempts" => {
                 self.max_attempts = raw

@@ -4,6 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// Longest timeout accepted, in seconds: a year. Longer work should not hold a receipt.
+pub const MAX_TIMEOUT: u64 = 365 * 24 * 3600;
+
 /// A task as it travels inside a package: which function, its arguments and its options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {

@@ -134,7 +134,9 @@ impl Leases {
 
     /// How long the receipt of a task with `timeout` seconds lasts.
     pub fn lease(&self, timeout: Option<u64>) -> Duration {
-        let by_timeout = timeout.map_or(Duration::ZERO, |t| Duration::from_secs(t) + self.margin);
+        let by_timeout = timeout.map_or(Duration::ZERO, |t| {
+            Duration::from_secs(t).saturating_add(self.margin)
+        });
         self.retry.max(by_timeout)
     }
 }

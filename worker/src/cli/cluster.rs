@@ -131,7 +131,9 @@ pub(super) async fn info(config: Config, json: bool) -> Result<Exit, Failure> {
             .map_err(|e| Failure::from(crate::client::ClientError::from(e)))?,
         successes,
         failures,
-        schedules: 0,
+        schedules: crate::store::Schedules::new(database.clone())
+            .count()
+            .await?,
         tasks_per_hour: activity.tasks as f64 / 24.0,
         rate,
         rate_unit,

@@ -11,6 +11,7 @@ mod http;
 mod monitor;
 pub mod pipe;
 mod pusher;
+pub mod scheduler;
 mod sentinel;
 pub mod stat;
 pub mod worker;

@@ -27,6 +27,8 @@ const RESULT_LINGER: Duration = Duration::from_millis(2);
 /// A batch this large is saved at once, without lingering.
 const LINGER_BELOW: usize = 64;
 
+/// Failed attempts at saving a batch before its results are saved one by one.
+const BATCH_ATTEMPTS: u32 = 3;
 /// Pause before saving again when the store fails.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
@@ -79,11 +81,17 @@ async fn save(shared: &Shared, batch: &[Finished]) {
             save: finished.save,
         })
         .collect();
+    let mut failures = 0;
     while let Err(error) = shared.store.save_all(&records).await {
+        failures += 1;
         tracing::error!(
             "monitor: cannot save {} results, retrying in {STORE_RETRY:?}: {error}",
             records.len()
         );
+        if failures >= BATCH_ATTEMPTS {
+            save_one_by_one(shared, &records).await;
+            break;
+        }
         tokio::time::sleep(STORE_RETRY).await;
     }
     for finished in batch {
@@ -96,6 +104,28 @@ async fn save(shared: &Shared, batch: &[Finished]) {
             if record.error_kind == Some(ErrorKind::Timeout) {
                 metrics.tasks_timed_out.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// Saves records one at a time, so one that can never be saved cannot hold
+/// back the others: it is logged, with its result, and left out. A store that
+/// is down is still waited for.
+async fn save_one_by_one(shared: &Shared, records: &[store::Finished]) {
+    for record in records {
+        let mut failures = 0;
+        while let Err(error) = shared.store.save(record).await {
+            failures += 1;
+            if failures >= BATCH_ATTEMPTS && shared.store.database().pool().acquire().await.is_ok()
+            {
+                tracing::error!(
+                    task = %record.record.id,
+                    result = %record.record.result,
+                    "monitor: this result cannot be saved and is left out: {error}"
+                );
+                break;
+            }
+            tokio::time::sleep(STORE_RETRY).await;
         }
     }
 }

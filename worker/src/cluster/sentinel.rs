@@ -126,6 +126,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
     let task_receiver = Arc::new(AsyncMutex::new(task_receiver));
     let (result_sender, result_receiver) = mpsc::unbounded_channel::<Finished>();
     let (stop_pushing, pusher_stop) = watch::channel(false);
+    let stop_scheduling = pusher_stop.clone();
     let (stop_working, drivers_stop) = watch::channel(false);
 
     let mut drivers = Vec::with_capacity(workers);
@@ -158,6 +159,14 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
     ));
     tracing::info!("Process-1:{} pushing tasks at {sentinel_pid}", workers + 2);
     let keeper = tokio::spawn(keep_receipts(Arc::clone(&shared)));
+    let scheduler = shared.config.scheduler.then(|| {
+        tokio::spawn(super::scheduler::run(
+            Arc::clone(&shared),
+            crate::store::Schedules::new(database.clone()),
+            crate::clock::Clock::system(),
+            stop_scheduling,
+        ))
+    });
     let stat_identity = StatIdentity {
         cluster_id: cluster_id.clone(),
         host: stat::host_name(),
@@ -192,6 +201,9 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
     publish(&shared, &progress, &stat_identity, &database).await;
     tracing::info!("Process-1 stopping cluster processes");
     let _ = stop_pushing.send(true);
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
+    }
     let _ = pusher.await;
     tracing::info!("Process-1:{} stopped pushing tasks", workers + 2);
     let _ = stop_working.send(true);
@@ -322,8 +334,15 @@ impl Driver {
                 status = current.exited() => {
                     let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                     tracing::error!("Process-1:{} {} died while idle ({status}); reincarnating", self.slot, current.pid);
-                    worker = None;
+                    let young = current.started.elapsed() < RESPAWN_PAUSE;
+                    if let Some(dead) = worker.take() {
+                        dead.kill().await;
+                    }
                     self.reincarnation();
+                    if young {
+                        // A worker that cannot even start must not be restarted in a tight loop.
+                        tokio::time::sleep(RESPAWN_PAUSE).await;
+                    }
                     continue;
                 }
                 held = async move { queue.lock().await.recv().await } => match held {
@@ -457,6 +476,8 @@ impl Driver {
             receipt: held.receipt.clone(),
         };
         if self.results.send(finished).is_err() {
+            // Stop extending its receipt, so it really is delivered again.
+            self.shared.let_go(&held.receipt);
             tracing::error!(task = %held.task.id, "the monitor is gone; the task will be delivered again");
         }
     }

@@ -50,6 +50,8 @@ pub struct WorkerProcess {
     pub pid: u32,
     /// Tasks this process has run.
     pub tasks_done: u64,
+    /// When it was started.
+    pub started: std::time::Instant,
     child: Child,
     stdin: ChildStdin,
     stdout: AsyncBufReader<ChildStdout>,
@@ -91,6 +93,7 @@ impl WorkerProcess {
         Ok(WorkerProcess {
             pid,
             tasks_done: 0,
+            started: std::time::Instant::now(),
             child,
             stdin,
             stdout: AsyncBufReader::new(stdout),
@@ -115,8 +118,10 @@ impl WorkerProcess {
         self.child.wait().await
     }
 
-    /// Kills the process at once (timeout, or it is already broken).
+    /// Kills the process and everything it started (its process group) at once:
+    /// a timed-out `exec` program must not outlive its task.
     pub async fn kill(mut self) {
+        kill_group(self.pid);
         let _ = self.child.kill().await;
     }
 
@@ -130,7 +135,18 @@ impl WorkerProcess {
             .await
             .is_err()
         {
+            kill_group(child.id().unwrap_or_default());
             let _ = child.kill().await;
+        }
+    }
+}
+
+/// SIGKILL to the process group a worker leads (it was started with `process_group(0)`).
+fn kill_group(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        if pid > 0 {
+            let group = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
@@ -170,8 +186,11 @@ pub fn run_worker_process(
     cpus: Option<&[usize]>,
 ) -> Result<(), WorkerSetupError> {
     use nix::sys::signal::Signal;
+    // The sentinel may be PID 1 (a container's entrypoint): compare with the
+    // parent seen before arming the signal, not with 1.
+    let sentinel = nix::unistd::getppid();
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
+    if nix::unistd::getppid() != sentinel {
         // The sentinel died before the parent-death signal was armed.
         return Ok(());
     }
@@ -186,7 +205,9 @@ pub fn run_worker_process(
         signal_hook::flag::register(signal, std::sync::Arc::clone(&ignored))?;
     }
     // Keep the real stdout for answers; what functions print goes to stderr.
-    let answers = std::fs::File::from(nix::unistd::dup(std::io::stdout())?);
+    // The copy is close-on-exec, so programs `exec` starts never hold the pipe open.
+    let answers =
+        std::fs::File::from(std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned()?);
     nix::unistd::dup2_stdout(std::io::stderr())?;
     let mut input = BufReader::new(std::io::stdin().lock());
     let mut output = BufWriter::new(answers);

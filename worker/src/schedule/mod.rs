@@ -15,6 +15,7 @@
 //! both passes of a repeated hour included, and skip times that do not exist.
 
 pub mod cron;
+pub mod record;
 
 use chrono::{
     DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc,
@@ -22,6 +23,7 @@ use chrono::{
 use chrono_tz::Tz;
 
 pub use cron::{Cron, CronError};
+pub use record::{Due, Schedule, ScheduleError, ScheduleType, plan};
 
 /// Longest gap a daylight-saving change leaves in a day, with room to spare.
 const LONGEST_GAP: Duration = Duration::hours(3);

@@ -189,7 +189,7 @@ impl Database {
 
 /// The embedded migrations for `dialect`, in order.
 fn migrator(dialect: Dialect) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 3] = match dialect {
+    let files: [(i64, &'static str, &'static str); 4] = match dialect {
         Dialect::Sqlite => [
             (
                 1,
@@ -205,6 +205,11 @@ fn migrator(dialect: Dialect) -> Migrator {
                 3,
                 "queue order",
                 include_str!("../../migrations/sqlite/0003_queue_order.sql"),
+            ),
+            (
+                4,
+                "schedules",
+                include_str!("../../migrations/sqlite/0004_schedules.sql"),
             ),
         ],
         Dialect::Postgres => [
@@ -222,6 +227,11 @@ fn migrator(dialect: Dialect) -> Migrator {
                 3,
                 "queue order",
                 include_str!("../../migrations/postgres/0003_queue_order.sql"),
+            ),
+            (
+                4,
+                "schedules",
+                include_str!("../../migrations/postgres/0004_schedules.sql"),
             ),
         ],
     };

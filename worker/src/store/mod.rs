@@ -1,6 +1,7 @@
 //! The result store: finished tasks in SQL, `save_limit`, and the group functions.
 
 pub mod db;
+pub mod schedules;
 
 use serde_json::{Map, Value};
 use sqlx::Row;
@@ -9,6 +10,7 @@ use sqlx::any::AnyRow;
 use crate::clock::{from_micros, micros};
 use crate::task::{ErrorKind, TaskRecord};
 pub use db::{Database, DatabaseError, Dialect};
+pub use schedules::{ScheduleStatus, Schedules};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,11 +139,16 @@ impl Store {
             query.execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
+        // The batch is saved; pruning that fails is retried with the next one.
         if kept.iter().any(|r| r.success) && self.save_limit > 0 {
-            self.prune(true, self.save_limit).await?;
+            if let Err(error) = self.prune(true, self.save_limit).await {
+                tracing::warn!("cannot prune old successes (save_limit): {error}");
+            }
         }
         if kept.iter().any(|r| !r.success) && self.failure_limit > 0 {
-            self.prune(false, self.failure_limit).await?;
+            if let Err(error) = self.prune(false, self.failure_limit).await {
+                tracing::warn!("cannot prune old failures (failure_limit): {error}");
+            }
         }
         Ok(kept.len())
     }

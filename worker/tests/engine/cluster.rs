@@ -685,3 +685,115 @@ async fn cluster_serves_health_readiness_and_metrics_and_pins_workers() {
     let (status, log) = cluster.terminate();
     assert!(status.success(), "{log}");
 }
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+                .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+                .filter(|cmdline| cmdline.contains(needle))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_exec_program_does_not_outlive_its_task() {
+    let db = crate::support::sqlite();
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let script = folder.path().join("slow");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 41.75\n").expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let allow = format!("exec_allow={}/*", folder.path().display());
+    let settings = ["workers=1", "save_limit=0", allow.as_str()];
+    let client = Client::connect(config(&db, &settings))
+        .await
+        .expect("client");
+    let id = client
+        .enqueue(TaskRequest {
+            timeout: Some(1),
+            ..TaskRequest::new("exec").arg(script.display().to_string())
+        })
+        .await
+        .expect("enqueue");
+    let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+    wait_for_results(&client, std::slice::from_ref(&id)).await;
+    let error = client
+        .result(&id)
+        .await
+        .expect("result")
+        .expect("finished")
+        .expect_err("timed out");
+    assert_eq!(error.kind, ErrorKind::Timeout);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        processes_with("sleep 41.75").is_empty(),
+        "the program outlived its task"
+    );
+    let (status, log) = cluster.terminate();
+    assert!(status.success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_sentinel_is_pid_1_runs_tasks() {
+    // A container's entrypoint is PID 1; a fresh PID namespace reproduces that.
+    let unshare = ["--pid", "--fork", "--kill-child=SIGTERM", "--mount-proc"];
+    let works = Command::new("unshare")
+        .args(unshare)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!("skipping: this machine cannot make a PID namespace (unshare needs root)");
+        return;
+    }
+    let db = crate::support::sqlite();
+    let settings = ["workers=2", "save_limit=0"];
+    let client = Client::connect(config(&db, &settings))
+        .await
+        .expect("client");
+    let ids = enqueue_many(&client, &TaskRequest::new("math.sqrt").arg(16), 20).await;
+    let mut command = Command::new("unshare");
+    command.args(unshare).arg(q8s_binary());
+    for flag in flags(&db, &settings) {
+        command.arg("--set").arg(flag);
+    }
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let log = folder.path().join("cluster.log");
+    let mut child = command
+        .arg("cluster")
+        .env("Q8S_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("unshare starts");
+    assert_eq!(wait_for_results(&client, &ids).await, 20);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("Q Cluster-1 starting."),
+        "the sentinel is PID 1:\n{text}"
+    );
+    // unshare does not pass signals on: stop the sentinel, its child, directly.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+        .expect("unshare's children");
+    let sentinel: i32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .expect("the sentinel");
+    kill(Pid::from_raw(sentinel), Signal::SIGTERM).expect("signal the sentinel");
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the PID 1 cluster did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("has stopped."), "{text}");
+}
