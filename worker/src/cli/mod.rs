@@ -3,6 +3,7 @@
 mod bench;
 mod cluster;
 mod commands;
+mod schedule;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -118,6 +119,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Schedules: create, list, delete, pause, resume.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Measure enqueue rate, drain rate, latency and memory (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
     /// Internal: a worker process of a cluster, fed by its sentinel over pipes.
@@ -330,6 +334,7 @@ async fn run(cli: Cli, registry: &RegistryFactory) -> Result<Exit, Failure> {
         }
         Command::Info { json } => cluster::info(config, json).await,
         Command::Bench(args) => bench::bench(config, config_args, args).await,
+        Command::Schedule(command) => schedule::schedule(config, command).await,
         Command::Stat { json } => cluster::stat(config, json).await,
         Command::WorkerProcess { .. } => Ok(Exit::Usage),
         Command::Enqueue(args) => {

@@ -15,7 +15,7 @@ use crate::support::{TestDb, config, databases, flags};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
-fn q8s_binary() -> PathBuf {
+pub fn q8s_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_q8s"))
 }
 
@@ -33,14 +33,14 @@ fn custom_worker_binary() -> PathBuf {
 }
 
 /// A cluster process and its log.
-struct ClusterProcess {
+pub struct ClusterProcess {
     child: Child,
     log: PathBuf,
     _folder: tempfile::TempDir,
 }
 
 impl ClusterProcess {
-    fn start(program: &Path, db: &TestDb, extra: &[&str]) -> ClusterProcess {
+    pub fn start(program: &Path, db: &TestDb, extra: &[&str]) -> ClusterProcess {
         ClusterProcess::start_with_env(program, db, extra, &[])
     }
 
@@ -102,7 +102,7 @@ impl ClusterProcess {
     }
 
     /// SIGTERM, then the exit status (the stop procedure must finish in time).
-    fn terminate(mut self) -> (ExitStatus, String) {
+    pub fn terminate(mut self) -> (ExitStatus, String) {
         kill(self.pid(), Signal::SIGTERM).expect("signal the sentinel");
         let started = Instant::now();
         loop {

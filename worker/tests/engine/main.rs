@@ -7,5 +7,6 @@ mod broker;
 mod cli;
 mod client;
 mod cluster;
+mod schedules;
 mod store;
 mod support;

@@ -1,0 +1,210 @@
+//! Schedules: the scheduler with a moved clock, and real clusters sharing a database.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use q8s::cluster::scheduler::{Scheduling, run_due};
+use q8s::schedule::{Schedule, ScheduleType};
+use q8s::store::Schedules;
+use q8s::{Client, Clock};
+use serde_json::{Map, json};
+
+use crate::support::{config, databases, postgres};
+
+fn schedule(
+    name: &str,
+    schedule_type: ScheduleType,
+    first: DateTime<Utc>,
+    repeats: i64,
+) -> Schedule {
+    Schedule {
+        id: 0,
+        name: Some(name.into()),
+        func: "math.copysign".into(),
+        hook: None,
+        args: vec![json!(2), json!(-2)],
+        kwargs: Map::new(),
+        schedule_type,
+        minutes: Some(1),
+        cron: None,
+        tz: "UTC".into(),
+        repeats,
+        anchor: first,
+        next_run: first,
+        last_run: None,
+        task: None,
+        q_options: Map::new(),
+        paused: false,
+    }
+}
+
+#[tokio::test]
+async fn catch_up_repeats_and_pause_follow_the_seed_with_a_moved_clock() {
+    for db in databases().await {
+        for catch_up in [true, false] {
+            let flag = format!("catch_up={catch_up}");
+            let client = Client::connect(config(&db, &[flag.as_str()]))
+                .await
+                .expect("client");
+            let schedules = Schedules::new(client.store().database().clone());
+            let clock = Clock::manual(
+                DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+                    .expect("time")
+                    .into(),
+            );
+            let hourly = format!("hourly-{catch_up}");
+            let limited = format!("three-{catch_up}");
+            let paused = format!("paused-{catch_up}");
+            schedules
+                .create(&schedule(&hourly, ScheduleType::Hourly, clock.now(), -1))
+                .await
+                .expect("create");
+            schedules
+                .create(&schedule(&limited, ScheduleType::Minutes, clock.now(), 3))
+                .await
+                .expect("create");
+            let id = schedules
+                .create(&schedule(&paused, ScheduleType::Hourly, clock.now(), -1))
+                .await
+                .expect("create");
+            schedules.set_paused(id, true).await.expect("pause");
+            let scheduling = Scheduling {
+                schedules: &schedules,
+                broker: client.broker().as_ref(),
+                signer: client.signer(),
+                config: client.config(),
+            };
+            // The cluster was down for a day.
+            clock.advance(Duration::from_secs(24 * 3600 + 1800));
+            let enqueued = run_due(scheduling, clock.now()).await.expect("scheduler");
+            let expected = if catch_up { 25 + 3 } else { 1 + 1 };
+            assert_eq!(enqueued.len(), expected, "{} catch_up={catch_up}", db.label);
+            let after = schedules.get(&hourly).await.expect("get").expect("kept");
+            assert_eq!(
+                after.next_run.to_rfc3339(),
+                "2026-01-02T01:00:00+00:00",
+                "{}: back on time",
+                db.label
+            );
+            assert_eq!(
+                after.repeats,
+                if catch_up { -26 } else { -2 },
+                "{}: counting down",
+                db.label
+            );
+            assert!(
+                after.task.is_some(),
+                "{}: the last task is recorded",
+                db.label
+            );
+            let three = schedules.get(&limited).await.expect("get").expect("kept");
+            assert_eq!(three.repeats, if catch_up { 0 } else { 2 }, "{}", db.label);
+            // Nothing more is due until the next slot, and the paused one never runs.
+            assert!(
+                run_due(scheduling, clock.now())
+                    .await
+                    .expect("scheduler")
+                    .is_empty(),
+                "{}: nothing due until the next slot",
+                db.label
+            );
+            let paused_after = schedules.get(&paused).await.expect("get").expect("kept");
+            assert_eq!(paused_after.last_run, None, "{}: paused", db.label);
+            client.broker().purge_queue().await.expect("purge");
+        }
+    }
+}
+
+#[tokio::test]
+async fn once_with_negative_repeats_is_deleted_after_it_runs() {
+    for db in databases().await {
+        let client = Client::connect(config(&db, &[])).await.expect("client");
+        let schedules = Schedules::new(client.store().database().clone());
+        let now = Utc::now();
+        schedules
+            .create(&schedule("once-gone", ScheduleType::Once, now, -1))
+            .await
+            .expect("create");
+        schedules
+            .create(&schedule("once-kept", ScheduleType::Once, now, 1))
+            .await
+            .expect("create");
+        let scheduling = Scheduling {
+            schedules: &schedules,
+            broker: client.broker().as_ref(),
+            signer: client.signer(),
+            config: client.config(),
+        };
+        assert_eq!(
+            run_due(scheduling, now + chrono::Duration::seconds(5))
+                .await
+                .expect("run")
+                .len(),
+            2
+        );
+        assert!(
+            schedules.get("once-gone").await.expect("get").is_none(),
+            "{}",
+            db.label
+        );
+        let kept = schedules
+            .get("once-kept")
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!(kept.repeats, 0, "{}", db.label);
+        assert!(
+            run_due(scheduling, now + chrono::Duration::days(9))
+                .await
+                .expect("run")
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_on_one_postgres_run_each_slot_of_a_missed_day_once() {
+    let Some(db) = postgres().await else { return };
+    let settings = ["workers=2", "bulk=50", "queue_limit=100", "save_limit=0"];
+    let client = Client::connect(config(&db, &settings))
+        .await
+        .expect("client");
+    let schedules = Schedules::new(client.store().database().clone());
+    let day_ago = Utc::now() - chrono::Duration::days(1);
+    schedules
+        .create(&schedule("minutely", ScheduleType::Minutes, day_ago, -1))
+        .await
+        .expect("create");
+    let first =
+        crate::cluster::ClusterProcess::start(&crate::cluster::q8s_binary(), &db, &settings);
+    let second =
+        crate::cluster::ClusterProcess::start(&crate::cluster::q8s_binary(), &db, &settings);
+    let started = Instant::now();
+    loop {
+        let schedule = schedules.get("minutely").await.expect("get").expect("kept");
+        let slots = (schedule.next_run - schedule.anchor).num_minutes() as u64;
+        let finished = client.count_group("minutely", false).await.expect("count");
+        if slots >= 1440 && finished == slots && client.queue_size().await.expect("size") == 0 {
+            // Let anything enqueued twice show up before counting for good.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let schedule = schedules.get("minutely").await.expect("get").expect("kept");
+            let slots = (schedule.next_run - schedule.anchor).num_minutes() as u64;
+            assert_eq!(
+                client.count_group("minutely", false).await.expect("count"),
+                slots,
+                "each slot ran once"
+            );
+            assert_eq!(schedule.repeats, -1 - slots as i64);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{finished} of {slots} runs finished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for cluster in [first, second] {
+        let (status, log) = cluster.terminate();
+        assert!(status.success(), "{log}");
+    }
+}
