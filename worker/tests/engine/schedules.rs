@@ -208,3 +208,103 @@ async fn two_clusters_on_one_postgres_run_each_slot_of_a_missed_day_once() {
         assert!(status.success(), "{log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_created_from_the_command_line_run_in_a_cluster_and_unknown_functions_fail_without_losing_the_schedule()
+ {
+    for db in databases().await {
+        let settings = ["workers=1", "save_limit=0"];
+        let client = Client::connect(config(&db, &settings))
+            .await
+            .expect("client");
+        let cli = |args: &[&str]| {
+            let mut command = std::process::Command::new(crate::cluster::q8s_binary());
+            for flag in crate::support::flags(&db, &settings) {
+                command.arg("--set").arg(flag);
+            }
+            let output = command.args(args).output().expect("q8s runs");
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).trim().to_string()
+        };
+        let two_minutes_ago = (Utc::now() - chrono::Duration::seconds(150)).to_rfc3339();
+        cli(&[
+            "schedule",
+            "create",
+            "math.copysign",
+            "2",
+            "-2",
+            "--type",
+            "minutes",
+            "--minutes",
+            "1",
+            "--repeats",
+            "2",
+            "--next-run",
+            &two_minutes_ago,
+            "--name",
+            "twice",
+        ]);
+        cli(&[
+            "schedule",
+            "create",
+            "my.missing",
+            "--type",
+            "hourly",
+            "--name",
+            "broken",
+        ]);
+        let cluster =
+            crate::cluster::ClusterProcess::start(&crate::cluster::q8s_binary(), &db, &settings);
+        let started = Instant::now();
+        while client.count_group("twice", false).await.expect("count") < 2
+            || client.count_group("broken", true).await.expect("count") < 1
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{}: the schedules did not run",
+                db.label
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (status, log) = cluster.terminate();
+        assert!(status.success(), "{log}");
+        assert_eq!(
+            client.result_group("twice", false).await.expect("results"),
+            vec![json!(-2.0), json!(-2.0)]
+        );
+        let listed: serde_json::Value =
+            serde_json::from_str(&cli(&["schedule", "list", "--json"])).expect("JSON");
+        let broken = listed
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["name"] == "broken")
+            .expect("kept")
+            .clone();
+        assert_eq!(
+            broken["success"],
+            json!(false),
+            "{}: its failed run is recorded",
+            db.label
+        );
+        assert_eq!(broken["repeats"], json!(-2), "{}", db.label);
+        let twice = listed
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["name"] == "twice")
+            .expect("kept")
+            .clone();
+        assert_eq!(twice["repeats"], json!(0), "{}: no runs left", db.label);
+        assert_eq!(
+            client.count_group("twice", false).await.expect("count"),
+            2,
+            "{}: exactly its repeats",
+            db.label
+        );
+    }
+}
