@@ -321,14 +321,14 @@ fn cluster_pids(sentinel: u32) -> Vec<u32> {
 }
 
 /// Fields of /proc/PID/stat after the command name (field 3 onwards).
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
+fn stat_fields(pid: &str) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = stat.rsplit_once(") ")?.1;
     Some(after_name.split_whitespace().map(str::to_string).collect())
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
-    stat_fields(pid)?.get(1)?.parse().ok()
+    stat_fields(&pid.to_string())?.get(1)?.parse().ok()
 }
 
 fn sample_memory(sentinel: u32, memory: &mut Memory) {
@@ -353,47 +353,26 @@ fn pss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// User plus system CPU seconds of the process whose stat file is at `path`.
-fn cpu_seconds_of(path: &str, ticks_per_second: f64) -> f64 {
-    let Some(fields) = std::fs::read_to_string(path).ok().and_then(|stat| {
-        stat.rsplit_once(") ").map(|(_, rest)| {
-            rest.split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-    }) else {
+/// The sum of two clock-tick fields of /proc/PID/stat (PID may be `self`), in seconds. Fields
+/// count from 0 after the command name: utime and stime are 11 and 12, the
+/// reaped children's cutime and cstime 13 and 14.
+fn stat_seconds(pid: &str, fields: [usize; 2], ticks_per_second: f64) -> f64 {
+    let Some(values) = stat_fields(pid) else {
         return 0.0;
     };
     let ticks = |index: usize| {
-        fields
+        values
             .get(index)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / ticks_per_second
+    (ticks(fields[0]) + ticks(fields[1])) / ticks_per_second
 }
 
-/// CPU seconds of the reaped children of the process at `path`: recycled workers.
-fn children_cpu_seconds_of(path: &str, ticks_per_second: f64) -> f64 {
-    let Some(fields) = std::fs::read_to_string(path).ok().and_then(|stat| {
-        stat.rsplit_once(") ").map(|(_, rest)| {
-            rest.split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-    }) else {
-        return 0.0;
-    };
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // cutime and cstime are fields 16 and 17 of stat.
-    (ticks(13) + ticks(14)) / ticks_per_second
-}
+/// utime and stime.
+const OWN_CPU: [usize; 2] = [11, 12];
+/// cutime and cstime: recycled workers, once reaped.
+const CHILDREN_CPU: [usize; 2] = [13, 14];
 
 /// CPU seconds of the sentinel, each worker, and this benchmark process.
 fn cpu_seconds(sentinel: u32) -> Value {
@@ -404,14 +383,14 @@ fn cpu_seconds(sentinel: u32) -> Value {
     let workers: Vec<f64> = cluster_pids(sentinel)
         .into_iter()
         .filter(|pid| *pid != sentinel)
-        .map(|pid| cpu_seconds_of(&format!("/proc/{pid}/stat"), ticks))
+        .map(|pid| stat_seconds(&pid.to_string(), OWN_CPU, ticks))
         .collect();
-    let sentinel_stat = format!("/proc/{sentinel}/stat");
+    let sentinel_stat = sentinel.to_string();
     json!({
-        "sentinel": cpu_seconds_of(&sentinel_stat, ticks),
+        "sentinel": stat_seconds(&sentinel_stat, OWN_CPU, ticks),
         "workers": workers,
-        "recycled_workers": children_cpu_seconds_of(&sentinel_stat, ticks),
-        "bench_client": cpu_seconds_of("/proc/self/stat", ticks),
+        "recycled_workers": stat_seconds(&sentinel_stat, CHILDREN_CPU, ticks),
+        "bench_client": stat_seconds("self", OWN_CPU, ticks),
     })
 }
 
