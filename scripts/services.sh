@@ -76,8 +76,36 @@ start_postgres() {
     done
 }
 
+# Installs redis-server if missing, starts one on 127.0.0.1 (or finds ours
+# running) with its data in a folder of its own, and exports Q8S_TEST_REDIS_URL.
+start_redis() {
+  command -v redis-server >/dev/null || apt_install redis-server
+  local data="$services_dir/redis" port
+  mkdir -p "$data"
+  if [ -f "$data/redis.pid" ] && kill -0 "$(cat "$data/redis.pid")" 2>/dev/null; then
+    port=$(cat "$data/port")
+    echo "Redis already running on 127.0.0.1:$port ($data)" >&2
+  else
+    port=$(free_port)
+    echo "$port" >"$data/port"
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$data" --pidfile "$data/redis.pid" \
+      --logfile "$data/redis.log" --daemonize yes --save "" --appendonly yes --protected-mode yes >/dev/null
+    for _ in $(seq 1 100); do
+      redis-cli -p "$port" ping >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    redis-cli -p "$port" ping >/dev/null || { cat "$data/redis.log" >&2; return 1; }
+    started_redis="$data"
+    echo "Redis started on 127.0.0.1:$port ($data)" >&2
+  fi
+  export Q8S_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+}
+
 # Stops what this run started, and nothing else.
 stop_services() {
+  if [ -n "${started_redis:-}" ] && [ -f "$started_redis/redis.pid" ]; then
+    kill "$(cat "$started_redis/redis.pid")" 2>/dev/null || true
+  fi
   if [ -n "${started_postgres:-}" ]; then
     as_pg_user "$(postgres_bin)/pg_ctl" -D "$started_postgres" -m fast -w stop >/dev/null 2>&1 || true
   fi

@@ -613,7 +613,7 @@ impl Config {
             } else if let Some(redis) = &self.redis {
                 self.broker = match redis {
                     toml::Value::String(url) => url.clone(),
-                    _ => "redis://localhost:6379/0".into(),
+                    table => redis_url(table),
                 };
             } else if self.sqs.is_some() {
                 self.broker = format!("sqs://{}", self.name);
@@ -709,6 +709,29 @@ impl Config {
             ("http_port", self.http_port.to_string()),
             ("http_host", self.http_host.clone()),
         ]
+    }
+}
+
+/// A Redis URL from the seed's `redis` table (host, port, db, password, unix_socket_path).
+fn redis_url(table: &toml::Value) -> String {
+    let text = |key: &str| {
+        table
+            .get(key)
+            .and_then(toml::Value::as_str)
+            .map(str::to_string)
+    };
+    let number = |key: &str| table.get(key).and_then(toml::Value::as_integer);
+    let password = text("password")
+        .map(|p| format!(":{p}@"))
+        .unwrap_or_default();
+    let db = number("db").unwrap_or(0);
+    match text("unix_socket_path") {
+        Some(path) => format!("redis+unix://{path}?db={db}"),
+        None => {
+            let host = text("host").unwrap_or_else(|| "localhost".into());
+            let port = number("port").unwrap_or(6379);
+            format!("redis://{password}{host}:{port}/{db}")
+        }
     }
 }
 
@@ -990,6 +1013,17 @@ broker_class = "myapp.CustomBroker"
 "#;
         let config = load(Some(file), &[], &[]).expect("every seed option loads");
         assert_eq!(config.broker, "sqlite://other.db");
+        let redis = load(
+            Some("redis = { host = \"10.0.0.5\", port = 6380, db = 2, password = \"pw\" }\n"),
+            &[],
+            &[],
+        )
+        .expect("the seed's redis table");
+        assert_eq!(redis.broker, "redis://:pw@10.0.0.5:6380/2");
+        assert_eq!(
+            redis.store, "sqlite://q8s.db",
+            "results stay in the SQL store"
+        );
         assert_eq!(config.cached, Cached::Seconds(60));
         assert_eq!(config.queue_limit(), 500);
     }

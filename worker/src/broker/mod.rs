@@ -6,6 +6,7 @@
 //! than the task's own timeout plus `receipt_margin`, and a cluster extends it
 //! while the task runs.
 
+pub mod redis;
 pub mod sql;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::config::{BrokerKind, Config, broker_kind};
 use crate::package::Package;
 use crate::store::{Database, DatabaseError};
 
+pub use redis::RedisBroker;
 pub use sql::SqlBroker;
 
 /// Why a broker call failed.
@@ -28,6 +30,9 @@ pub enum BrokerError {
     /// The configured broker is not available in this build.
     #[error("{0}")]
     Unsupported(String),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(String),
     /// A receipt this broker did not issue.
     #[error("not a receipt of this broker: {0:?}")]
     BadReceipt(String),
@@ -161,8 +166,14 @@ pub async fn connect(
             };
             Ok(Arc::new(SqlBroker::new(database, &config.name, Leases::from_config(config))))
         }
-        BrokerKind::Redis => Err(BrokerError::Unsupported(
-            "the Redis broker is not built yet in this version; use broker = \"sqlite://q8s.db\" or \"postgres://…\"".into(),
+        BrokerKind::Redis => Ok(Arc::new(
+            RedisBroker::connect(
+                &config.broker,
+                &config.name,
+                Leases::from_config(config),
+                crate::clock::Clock::system(),
+            )
+            .await?,
         )),
         BrokerKind::Sqs => Err(BrokerError::Unsupported(
             "the SQS broker is not built yet in this version; use broker = \"sqlite://q8s.db\" or \"postgres://…\"".into(),

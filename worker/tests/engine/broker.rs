@@ -11,7 +11,7 @@ use q8s::package::{DEFAULT_MAX_SIZE, PackageError, Signer};
 use q8s::task::Task;
 use serde_json::json;
 
-use crate::support::{databases, postgres};
+use crate::support::{Backend, backends, postgres};
 
 const RETRY: Duration = Duration::from_secs(60);
 const MARGIN: Duration = Duration::from_secs(30);
@@ -39,23 +39,23 @@ fn package(n: i64) -> q8s::Package {
     signer().pack(&task).expect("packs")
 }
 
-async fn broker_on(db: &crate::support::TestDb, queue: &str, clock: &Clock) -> SqlBroker {
-    SqlBroker::with_clock(db.connect().await, queue, leases(), clock.clone())
+async fn broker_on(backend: &Backend, queue: &str, clock: &Clock) -> Arc<dyn Broker> {
+    backend.broker(queue, clock).await
 }
 
 #[tokio::test]
 async fn dequeued_package_is_invisible_until_retry_then_delivered_again() {
-    for db in databases().await {
+    for db in backends().await {
         let clock = Clock::manual(Utc::now());
         let broker = broker_on(&db, "default", &clock).await;
         broker.enqueue(&package(1), None).await.expect("enqueue");
         let first = broker.dequeue(1).await.expect("dequeue");
-        assert_eq!(first.len(), 1, "{}", db.label);
+        assert_eq!(first.len(), 1, "{}", db.label());
         assert_eq!(first[0].attempt, 1);
         assert!(
             broker.dequeue(1).await.expect("dequeue").is_empty(),
             "{}: receipt is live",
-            db.label
+            db.label()
         );
         assert_eq!(
             (
@@ -69,11 +69,16 @@ async fn dequeued_package_is_invisible_until_retry_then_delivered_again() {
         assert!(
             broker.dequeue(1).await.expect("dequeue").is_empty(),
             "{}: before retry",
-            db.label
+            db.label()
         );
         clock.advance(Duration::from_secs(2));
         let again = broker.dequeue(1).await.expect("dequeue");
-        assert_eq!(again.len(), 1, "{}: delivered again after retry", db.label);
+        assert_eq!(
+            again.len(),
+            1,
+            "{}: delivered again after retry",
+            db.label()
+        );
         assert_eq!(again[0].attempt, 2);
         assert_eq!(again[0].package, first[0].package);
 
@@ -82,7 +87,7 @@ async fn dequeued_package_is_invisible_until_retry_then_delivered_again() {
         assert!(
             broker.dequeue(1).await.expect("dequeue").is_empty(),
             "{}: acknowledged is gone",
-            db.label
+            db.label()
         );
         assert_eq!(
             broker.queue_size().await.expect("size") + broker.lock_size().await.expect("locks"),
@@ -93,7 +98,7 @@ async fn dequeued_package_is_invisible_until_retry_then_delivered_again() {
 
 #[tokio::test]
 async fn receipt_lasts_the_task_timeout_plus_margin_when_longer_than_retry() {
-    for db in databases().await {
+    for db in backends().await {
         let clock = Clock::manual(Utc::now());
         let broker = broker_on(&db, "default", &clock).await;
         broker
@@ -105,21 +110,21 @@ async fn receipt_lasts_the_task_timeout_plus_margin_when_longer_than_retry() {
         assert!(
             broker.dequeue(1).await.expect("dequeue").is_empty(),
             "{}: long task not delivered twice",
-            db.label
+            db.label()
         );
         clock.advance(Duration::from_secs(2));
         assert_eq!(
             broker.dequeue(1).await.expect("dequeue").len(),
             1,
             "{}",
-            db.label
+            db.label()
         );
     }
 }
 
 #[tokio::test]
 async fn extended_receipt_keeps_a_running_task_from_being_delivered_again() {
-    for db in databases().await {
+    for db in backends().await {
         let clock = Clock::manual(Utc::now());
         let broker = broker_on(&db, "default", &clock).await;
         broker.enqueue(&package(1), None).await.expect("enqueue");
@@ -133,7 +138,7 @@ async fn extended_receipt_keeps_a_running_task_from_being_delivered_again() {
             assert!(
                 broker.dequeue(1).await.expect("dequeue").is_empty(),
                 "{}: still running",
-                db.label
+                db.label()
             );
         }
         clock.advance(RETRY + Duration::from_secs(1));
@@ -149,7 +154,7 @@ async fn extended_receipt_keeps_a_running_task_from_being_delivered_again() {
             broker.dequeue(1).await.expect("dequeue").len(),
             1,
             "{}: stale receipt did not extend",
-            db.label
+            db.label()
         );
         let _ = again;
     }
@@ -157,25 +162,26 @@ async fn extended_receipt_keeps_a_running_task_from_being_delivered_again() {
 
 #[tokio::test]
 async fn released_package_comes_back_at_once_without_counting_a_delivery() {
-    for db in databases().await {
+    for db in backends().await {
         let clock = Clock::manual(Utc::now());
         let broker = broker_on(&db, "default", &clock).await;
         broker.enqueue(&package(1), None).await.expect("enqueue");
         let delivery = broker.dequeue(1).await.expect("dequeue").remove(0);
         broker.release(&delivery.receipt).await.expect("release");
         let again = broker.dequeue(1).await.expect("dequeue");
-        assert_eq!(again.len(), 1, "{}", db.label);
+        assert_eq!(again.len(), 1, "{}", db.label());
         assert_eq!(
-            again[0].attempt, 1,
+            again[0].attempt,
+            1,
             "{}: a release is not an attempt",
-            db.label
+            db.label()
         );
     }
 }
 
 #[tokio::test]
 async fn bulk_dequeue_takes_up_to_bulk_in_order() {
-    for db in databases().await {
+    for db in backends().await {
         let clock = Clock::manual(Utc::now());
         let broker = broker_on(&db, "default", &clock).await;
         let signer = signer();
@@ -192,7 +198,7 @@ async fn bulk_dequeue_takes_up_to_bulk_in_order() {
                     .expect("number")
             })
             .collect();
-        assert_eq!(numbers, vec![0, 1, 2, 3, 4], "{}", db.label);
+        assert_eq!(numbers, vec![0, 1, 2, 3, 4], "{}", db.label());
         assert_eq!(broker.dequeue(5).await.expect("dequeue").len(), 2);
         assert_eq!(
             (
@@ -206,7 +212,7 @@ async fn bulk_dequeue_takes_up_to_bulk_in_order() {
 
 #[tokio::test]
 async fn queues_are_separate_and_purge_fail_delete_remove_packages() {
-    for db in databases().await {
+    for db in backends().await {
         let clock = Clock::manual(Utc::now());
         let default = broker_on(&db, "default", &clock).await;
         let reports = broker_on(&db, "reports", &clock).await;
@@ -214,8 +220,18 @@ async fn queues_are_separate_and_purge_fail_delete_remove_packages() {
             default.enqueue(&package(n), None).await.expect("enqueue");
         }
         reports.enqueue(&package(9), None).await.expect("enqueue");
-        assert_eq!(default.queue_size().await.expect("size"), 3, "{}", db.label);
-        assert_eq!(reports.queue_size().await.expect("size"), 1, "{}", db.label);
+        assert_eq!(
+            default.queue_size().await.expect("size"),
+            3,
+            "{}",
+            db.label()
+        );
+        assert_eq!(
+            reports.queue_size().await.expect("size"),
+            1,
+            "{}",
+            db.label()
+        );
 
         let two = default.dequeue(2).await.expect("dequeue");
         default.fail(&two[0].receipt).await.expect("fail");
@@ -225,7 +241,7 @@ async fn queues_are_separate_and_purge_fail_delete_remove_packages() {
             default.queue_size().await.expect("size"),
             1,
             "{}: failed and deleted are gone",
-            db.label
+            db.label()
         );
         assert_eq!(default.purge_queue().await.expect("purge"), 1);
         assert_eq!(default.queue_size().await.expect("size"), 0);
@@ -233,21 +249,24 @@ async fn queues_are_separate_and_purge_fail_delete_remove_packages() {
             reports.queue_size().await.expect("size"),
             1,
             "{}: other queue untouched",
-            db.label
+            db.label()
         );
         reports.delete_queue().await.expect("delete queue");
         assert_eq!(reports.queue_size().await.expect("size"), 0);
         default.ping().await.expect("ping");
-        assert!(default.info().name.starts_with("sql/"));
+        assert!(
+            default.info().name.ends_with(db.label()),
+            "{}",
+            default.info().name
+        );
     }
 }
 
 #[tokio::test]
-async fn package_tampered_with_in_the_database_never_verifies() {
-    for db in databases().await {
+async fn package_tampered_with_in_the_broker_never_verifies() {
+    for db in backends().await {
         let clock = Clock::manual(Utc::now());
-        let database = db.connect().await;
-        let broker = SqlBroker::with_clock(database.clone(), "default", leases(), clock.clone());
+        let broker = broker_on(&db, "default", &clock).await;
         let mut task = Task::new("exec");
         task.args = vec![json!("/bin/true")];
         broker
@@ -255,19 +274,12 @@ async fn package_tampered_with_in_the_database_never_verifies() {
             .await
             .expect("enqueue");
         // Change the program inside the stored JSON, keeping the length: a forged task.
-        let row: (Vec<u8>,) = sqlx::query_as("SELECT payload FROM q8s_queue")
-            .fetch_one(database.pool())
-            .await
-            .expect("read payload");
-        let tampered = String::from_utf8_lossy(&row.0)
-            .replace("/bin/true", "/bin/rm_x")
-            .into_bytes();
-        assert_ne!(tampered, row.0);
-        sqlx::query("UPDATE q8s_queue SET payload = $1")
-            .bind(tampered)
-            .execute(database.pool())
-            .await
-            .expect("tamper");
+        db.tamper("default", |payload| {
+            String::from_utf8_lossy(&payload)
+                .replace("/bin/true", "/bin/rm_x")
+                .into_bytes()
+        })
+        .await;
         let delivery = broker.dequeue(1).await.expect("dequeue").remove(0);
         assert!(
             matches!(
@@ -275,14 +287,13 @@ async fn package_tampered_with_in_the_database_never_verifies() {
                 Err(PackageError::BadSignature)
             ),
             "{}: tampered package must not verify",
-            db.label
+            db.label()
         );
         // Junk that is not a package at all is refused too.
-        sqlx::query("UPDATE q8s_queue SET payload = $1")
-            .bind(br#"{"func": "exec", "args": ["/bin/sh", "-c", "echo forged"]}"#.to_vec())
-            .execute(database.pool())
-            .await
-            .expect("replace");
+        db.tamper("default", |_| {
+            br#"{"func": "exec", "args": ["/bin/sh", "-c", "echo forged"]}"#.to_vec()
+        })
+        .await;
         broker.release(&delivery.receipt).await.expect("release");
         let junk = broker.dequeue(1).await.expect("dequeue").remove(0);
         assert!(matches!(

@@ -797,3 +797,51 @@ async fn a_cluster_whose_sentinel_is_pid_1_runs_tasks() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("has stopped."), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_killed_mid_load_loses_nothing() {
+    let Some(redis) = crate::support::redis_url() else {
+        return;
+    };
+    let store = crate::support::sqlite();
+    let broker = format!("broker={redis}");
+    let store_url = format!("store={}", store.url);
+    let name = format!("name=test-{}", uuid::Uuid::new_v4().simple());
+    let settings = [
+        "workers=2",
+        "bulk=10",
+        "retry=2",
+        "save_limit=0",
+        broker.as_str(),
+        store_url.as_str(),
+        name.as_str(),
+    ];
+    let client = Client::connect(config(&store, &settings))
+        .await
+        .expect("client");
+    assert_eq!(client.broker().info().name, "redis");
+    let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.01), 300).await;
+    let cluster = ClusterProcess::start(&q8s_binary(), &store, &settings);
+    while finished_count(&client, &ids[..30]).await < 30 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.kill9();
+    assert!(
+        finished_count(&client, &ids).await < 300,
+        "the kill came too late to test anything"
+    );
+    let cluster = ClusterProcess::start(&q8s_binary(), &store, &settings);
+    assert_eq!(
+        wait_for_results(&client, &ids).await,
+        300,
+        "every accepted task finished"
+    );
+    let (status, log) = cluster.terminate();
+    assert!(status.success(), "{log}");
+    let broker = client.broker();
+    assert_eq!(
+        broker.queue_size().await.expect("size") + broker.lock_size().await.expect("locks"),
+        0
+    );
+    broker.delete_queue().await.expect("clean up");
+}

@@ -1,0 +1,454 @@
+//! The Redis broker, with receipts: a list of waiting ids plus a sorted set of
+//! deliveries in flight, moved by Lua scripts so each step is atomic.
+//!
+//! Why not streams with a consumer group: a stream's pending entries are
+//! claimed back by idle time, one threshold per claim call, while a q8s
+//! receipt has a deadline of its own, `max(retry, task timeout + margin)`,
+//! that the cluster extends while the task runs. A sorted set scored by
+//! deadline says exactly that, and the same scripts serve every consumer.
+//!
+//! Keys, for queue `q` (the cluster name), share the hash tag `{q}`, so a
+//! Redis Cluster keeps them on one node:
+//!
+//! ```text
+//! q8s:{q}:seq         counter for package ids
+//! q8s:{q}:waiting     list of ids waiting (pushed left, popped right)
+//! q8s:{q}:packages    hash id -> package bytes
+//! q8s:{q}:timeouts    hash id -> the task's timeout in seconds, if it has one
+//! q8s:{q}:deliveries  hash id -> deliveries so far
+//! q8s:{q}:inflight    sorted set id -> receipt deadline (ms since the epoch)
+//! q8s:{q}:wake        a token list an idle cluster blocks on
+//! ```
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokio::sync::Mutex;
+
+use super::{Broker, BrokerError, BrokerInfo, Delivery, Leases, Receipt};
+use crate::clock::Clock;
+use crate::package::Package;
+
+/// Moves expired deliveries back to the waiting list, then takes up to ARGV[4]
+/// ids: counts the delivery and sets its deadline. Ids whose package is gone
+/// (acknowledged while they waited again) are dropped.
+const DEQUEUE: &str = r"
+local waiting, packages, timeouts, deliveries, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now, retry, margin, bulk = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', inflight, id)
+  redis.call('RPUSH', waiting, id)
+end
+local out = {}
+while #out < bulk * 3 do
+  local id = redis.call('RPOP', waiting)
+  if not id then break end
+  local package = redis.call('HGET', packages, id)
+  if package and not redis.call('ZSCORE', inflight, id) then
+    local count = redis.call('HINCRBY', deliveries, id, 1)
+    local lease = retry
+    local timeout = redis.call('HGET', timeouts, id)
+    if timeout then lease = math.max(retry, tonumber(timeout) * 1000 + margin) end
+    redis.call('ZADD', inflight, now + lease, id)
+    table.insert(out, id)
+    table.insert(out, count)
+    table.insert(out, package)
+  end
+end
+return out
+";
+
+/// Removes a package everywhere but the waiting list (a stale id there is dropped when popped).
+const REMOVE: &str = r"
+for i = 1, #ARGV do
+  local id = ARGV[i]
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+end
+return #ARGV
+";
+
+/// Hands a delivery back at once, uncounted, if it still holds the package.
+const RELEASE: &str = r"
+local inflight, deliveries, waiting = KEYS[1], KEYS[2], KEYS[3]
+local id, delivery = ARGV[1], ARGV[2]
+if redis.call('HGET', deliveries, id) == delivery and redis.call('ZSCORE', inflight, id) then
+  redis.call('ZREM', inflight, id)
+  redis.call('HINCRBY', deliveries, id, -1)
+  redis.call('RPUSH', waiting, id)
+  return 1
+end
+return 0
+";
+
+/// Pushes deadlines of deliveries that still hold their packages to ARGV[1] (pairs of id, delivery follow).
+const EXTEND: &str = r"
+local inflight, deliveries = KEYS[1], KEYS[2]
+local deadline = ARGV[1]
+local extended = 0
+for i = 2, #ARGV, 2 do
+  local id, delivery = ARGV[i], ARGV[i + 1]
+  local current = redis.call('ZSCORE', inflight, id)
+  if current and redis.call('HGET', deliveries, id) == delivery and tonumber(current) < tonumber(deadline) then
+    redis.call('ZADD', inflight, deadline, id)
+    extended = extended + 1
+  end
+end
+return extended
+";
+
+/// Deliveries acknowledged per script call.
+const ACK_CHUNK: usize = 500;
+
+/// The Redis broker for one queue.
+pub struct RedisBroker {
+    connection: ConnectionManager,
+    /// A second connection for blocking waits, which would hold up the first.
+    waiter: Mutex<ConnectionManager>,
+    keys: Keys,
+    leases: Leases,
+    clock: Clock,
+    location: String,
+    dequeue: Script,
+    remove: Script,
+    release: Script,
+    extend: Script,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+struct Keys {
+    seq: String,
+    waiting: String,
+    packages: String,
+    timeouts: String,
+    deliveries: String,
+    inflight: String,
+    wake: String,
+}
+
+impl Keys {
+    fn new(queue: &str) -> Keys {
+        let key = |name: &str| format!("q8s:{{{queue}}}:{name}");
+        Keys {
+            seq: key("seq"),
+            waiting: key("waiting"),
+            packages: key("packages"),
+            timeouts: key("timeouts"),
+            deliveries: key("deliveries"),
+            inflight: key("inflight"),
+            wake: key("wake"),
+        }
+    }
+
+    fn all(&self) -> [&str; 7] {
+        [
+            &self.seq,
+            &self.waiting,
+            &self.packages,
+            &self.timeouts,
+            &self.deliveries,
+            &self.inflight,
+            &self.wake,
+        ]
+    }
+}
+
+fn redis_error(error: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Redis(error.to_string())
+}
+
+fn receipt(id: &str, delivery: i64) -> Receipt {
+    Receipt(format!("{id}.{delivery}"))
+}
+
+fn parse_receipt(receipt: &Receipt) -> Result<(String, String), BrokerError> {
+    receipt
+        .0
+        .split_once('.')
+        .filter(|(id, delivery)| id.parse::<u64>().is_ok() && delivery.parse::<i64>().is_ok())
+        .map(|(id, delivery)| (id.to_string(), delivery.to_string()))
+        .ok_or_else(|| BrokerError::BadReceipt(receipt.0.clone()))
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl RedisBroker {
+    /// Connects to `url` (`redis://`, `rediss://`, `redis+unix://`) for queue `queue`.
+    pub async fn connect(
+        url: &str,
+        queue: &str,
+        leases: Leases,
+        clock: Clock,
+    ) -> Result<RedisBroker, BrokerError> {
+        let shown = crate::config::redact(url);
+        let client = redis::Client::open(url).map_err(|e| {
+            BrokerError::Unsupported(format!(
+                "{shown} is not a Redis URL ({e}); use redis://[:PASSWORD@]HOST:PORT/DB or redis+unix:///path/to.sock"
+            ))
+        })?;
+        let unreachable = |e: redis::RedisError| {
+            BrokerError::Redis(format!(
+                "cannot connect to {shown}: {e}; check that redis-server runs and the URL is right"
+            ))
+        };
+        let connection = ConnectionManager::new(client.clone())
+            .await
+            .map_err(unreachable)?;
+        let waiter = ConnectionManager::new(client).await.map_err(unreachable)?;
+        Ok(RedisBroker {
+            connection,
+            waiter: Mutex::new(waiter),
+            keys: Keys::new(queue),
+            leases,
+            clock,
+            location: crate::config::redact(url),
+            dequeue: Script::new(DEQUEUE),
+            remove: Script::new(REMOVE),
+            release: Script::new(RELEASE),
+            extend: Script::new(EXTEND),
+        })
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_micros() / 1000
+    }
+
+    async fn remove_ids(&self, ids: &[String]) -> Result<(), BrokerError> {
+        let mut connection = self.connection.clone();
+        for chunk in ids.chunks(ACK_CHUNK) {
+            let mut invocation = self.remove.prepare_invoke();
+            invocation
+                .key(&self.keys.inflight)
+                .key(&self.keys.packages)
+                .key(&self.keys.timeouts)
+                .key(&self.keys.deliveries);
+            for id in chunk {
+                invocation.arg(id);
+            }
+            let _: i64 = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+        }
+        Ok(())
+    }
+
+    async fn push(&self, packages: &[(Package, Option<u64>)]) -> Result<Vec<String>, BrokerError> {
+        let mut connection = self.connection.clone();
+        let first: i64 = connection
+            .incr(&self.keys.seq, packages.len())
+            .await
+            .map_err(redis_error)?;
+        let first = first - packages.len() as i64 + 1;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut ids = Vec::with_capacity(packages.len());
+        for (offset, (package, timeout)) in packages.iter().enumerate() {
+            let id = (first + offset as i64).to_string();
+            pipe.hset(&self.keys.packages, &id, package.as_bytes())
+                .ignore();
+            if let Some(timeout) = timeout {
+                pipe.hset(&self.keys.timeouts, &id, *timeout).ignore();
+            }
+            pipe.lpush(&self.keys.waiting, &id).ignore();
+            ids.push(id);
+        }
+        // One wake-up token is enough for an idle cluster.
+        pipe.lpush(&self.keys.wake, 1).ignore();
+        pipe.ltrim(&self.keys.wake, 0, 0).ignore();
+        let () = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(ids)
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn enqueue(
+        &self,
+        package: &Package,
+        timeout: Option<u64>,
+    ) -> Result<String, BrokerError> {
+        let ids = self.push(&[(package.clone(), timeout)]).await?;
+        Ok(ids.into_iter().next().unwrap_or_default())
+    }
+
+    async fn enqueue_all(&self, packages: &[(Package, Option<u64>)]) -> Result<(), BrokerError> {
+        self.push(packages).await.map(|_| ())
+    }
+
+    async fn dequeue(&self, bulk: usize) -> Result<Vec<Delivery>, BrokerError> {
+        let mut connection = self.connection.clone();
+        let flat: Vec<redis::Value> = self
+            .dequeue
+            .key(&self.keys.waiting)
+            .key(&self.keys.packages)
+            .key(&self.keys.timeouts)
+            .key(&self.keys.deliveries)
+            .key(&self.keys.inflight)
+            .arg(self.now_ms())
+            .arg(millis(self.leases.retry))
+            .arg(millis(self.leases.margin))
+            .arg(bulk.max(1))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        let mut deliveries = Vec::with_capacity(flat.len() / 3);
+        for triple in flat.chunks_exact(3) {
+            let id: String = redis::from_redis_value(triple[0].clone()).map_err(redis_error)?;
+            let count: i64 = redis::from_redis_value(triple[1].clone()).map_err(redis_error)?;
+            let bytes: Vec<u8> = redis::from_redis_value(triple[2].clone()).map_err(redis_error)?;
+            deliveries.push(Delivery {
+                receipt: receipt(&id, count),
+                package: Package::from_bytes(bytes),
+                attempt: u32::try_from(count).unwrap_or(u32::MAX),
+            });
+        }
+        Ok(deliveries)
+    }
+
+    async fn acknowledge(&self, receipt: &Receipt) -> Result<(), BrokerError> {
+        self.acknowledge_all(std::slice::from_ref(receipt)).await
+    }
+
+    async fn acknowledge_all(&self, receipts: &[Receipt]) -> Result<(), BrokerError> {
+        let ids = receipts
+            .iter()
+            .map(|receipt| parse_receipt(receipt).map(|(id, _)| id))
+            .collect::<Result<Vec<String>, BrokerError>>()?;
+        self.remove_ids(&ids).await
+    }
+
+    async fn wait_for_work(&self, poll: Duration) {
+        let mut waiter = self.waiter.lock().await;
+        let seconds = poll.as_secs_f64().max(0.01);
+        let woken: redis::RedisResult<Option<(String, i64)>> =
+            waiter.blpop(&self.keys.wake, seconds).await;
+        if let Err(error) = woken {
+            tracing::warn!("redis: waiting for new tasks failed: {error}");
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    async fn fail(&self, receipt: &Receipt) -> Result<(), BrokerError> {
+        self.acknowledge(receipt).await
+    }
+
+    async fn delete(&self, receipt: &Receipt) -> Result<(), BrokerError> {
+        self.acknowledge(receipt).await
+    }
+
+    async fn release(&self, receipt: &Receipt) -> Result<(), BrokerError> {
+        let (id, delivery) = parse_receipt(receipt)?;
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .release
+            .key(&self.keys.inflight)
+            .key(&self.keys.deliveries)
+            .key(&self.keys.waiting)
+            .arg(id)
+            .arg(delivery)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection.clone();
+        let mut invocation = self.extend.prepare_invoke();
+        invocation
+            .key(&self.keys.inflight)
+            .key(&self.keys.deliveries)
+            .arg(self.now_ms().saturating_add(millis(lease)));
+        for receipt in receipts {
+            let (id, delivery) = parse_receipt(receipt)?;
+            invocation.arg(id).arg(delivery);
+        }
+        let _: i64 = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn purge_queue(&self) -> Result<u64, BrokerError> {
+        let mut connection = self.connection.clone();
+        let count: u64 = connection
+            .hlen(&self.keys.packages)
+            .await
+            .map_err(redis_error)?;
+        let keys: Vec<&str> = self
+            .keys
+            .all()
+            .into_iter()
+            .filter(|key| *key != self.keys.seq)
+            .collect();
+        let () = connection.del(keys).await.map_err(redis_error)?;
+        Ok(count)
+    }
+
+    async fn delete_queue(&self) -> Result<(), BrokerError> {
+        let mut connection = self.connection.clone();
+        let () = connection
+            .del(self.keys.all().to_vec())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn queue_size(&self) -> Result<u64, BrokerError> {
+        // Packages not in flight: every package, less the live deliveries.
+        let mut connection = self.connection.clone();
+        let (total, in_flight): (u64, u64) = redis::pipe()
+            .hlen(&self.keys.packages)
+            .zcount(&self.keys.inflight, self.now_ms() + 1, "+inf")
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(total.saturating_sub(in_flight))
+    }
+
+    async fn lock_size(&self) -> Result<u64, BrokerError> {
+        let mut connection = self.connection.clone();
+        connection
+            .zcount(&self.keys.inflight, self.now_ms() + 1, "+inf")
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        let mut connection = self.connection.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    fn info(&self) -> BrokerInfo {
+        BrokerInfo {
+            name: "redis".into(),
+            location: self.location.clone(),
+        }
+    }
+}
