@@ -265,8 +265,8 @@ impl Client {
         let cached = request.cached.unwrap_or(self.config.cached);
         if cached != Cached::Off {
             return Err(ClientError::Invalid(
-                "cached results need the Redis broker, which is not built yet in this version; \
-                 leave `cached` off"
+                "cached results (kept in Redis instead of the store) are not built yet in this \
+                 version; leave `cached` off"
                     .into(),
             ));
         }
