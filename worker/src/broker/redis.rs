@@ -61,6 +61,25 @@ end
 return out
 ";
 
+/// Stores packages and queues their ids in one step; ARGV holds (package, timeout or "") pairs.
+/// Returns the first id; the others follow it.
+const ENQUEUE: &str = r"
+local seq, packages, timeouts, waiting, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local count = #ARGV / 2
+local last = redis.call('INCRBY', seq, count)
+local first = last - count + 1
+for i = 0, count - 1 do
+  local id = tostring(first + i)
+  redis.call('HSET', packages, id, ARGV[2 * i + 1])
+  local timeout = ARGV[2 * i + 2]
+  if timeout ~= '' then redis.call('HSET', timeouts, id, timeout) end
+  redis.call('LPUSH', waiting, id)
+end
+redis.call('LPUSH', wake, 1)
+redis.call('LTRIM', wake, 0, 0)
+return first
+";
+
 /// Removes a package everywhere but the waiting list (a stale id there is dropped when popped).
 const REMOVE: &str = r"
 for i = 1, #ARGV do
@@ -102,7 +121,7 @@ end
 return extended
 ";
 
-/// Deliveries acknowledged per script call.
+/// Packages enqueued or acknowledged per script call.
 const ACK_CHUNK: usize = 500;
 
 /// The Redis broker for one queue.
@@ -114,6 +133,7 @@ pub struct RedisBroker {
     leases: Leases,
     clock: Clock,
     location: String,
+    enqueue: Script,
     dequeue: Script,
     remove: Script,
     release: Script,
@@ -216,6 +236,7 @@ impl RedisBroker {
             leases,
             clock,
             location: crate::config::redact(url),
+            enqueue: Script::new(ENQUEUE),
             dequeue: Script::new(DEQUEUE),
             remove: Script::new(REMOVE),
             release: Script::new(RELEASE),
@@ -249,31 +270,26 @@ impl RedisBroker {
 
     async fn push(&self, packages: &[(Package, Option<u64>)]) -> Result<Vec<String>, BrokerError> {
         let mut connection = self.connection.clone();
-        let first: i64 = connection
-            .incr(&self.keys.seq, packages.len())
-            .await
-            .map_err(redis_error)?;
-        let first = first - packages.len() as i64 + 1;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
         let mut ids = Vec::with_capacity(packages.len());
-        for (offset, (package, timeout)) in packages.iter().enumerate() {
-            let id = (first + offset as i64).to_string();
-            pipe.hset(&self.keys.packages, &id, package.as_bytes())
-                .ignore();
-            if let Some(timeout) = timeout {
-                pipe.hset(&self.keys.timeouts, &id, *timeout).ignore();
+        for chunk in packages.chunks(ACK_CHUNK) {
+            let mut invocation = self.enqueue.prepare_invoke();
+            invocation
+                .key(&self.keys.seq)
+                .key(&self.keys.packages)
+                .key(&self.keys.timeouts)
+                .key(&self.keys.waiting)
+                .key(&self.keys.wake);
+            for (package, timeout) in chunk {
+                invocation
+                    .arg(package.as_bytes())
+                    .arg(timeout.map_or(String::new(), |t| t.to_string()));
             }
-            pipe.lpush(&self.keys.waiting, &id).ignore();
-            ids.push(id);
+            let first: i64 = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            ids.extend((0..chunk.len() as i64).map(|offset| (first + offset).to_string()));
         }
-        // One wake-up token is enough for an idle cluster.
-        pipe.lpush(&self.keys.wake, 1).ignore();
-        pipe.ltrim(&self.keys.wake, 0, 0).ignore();
-        let () = pipe
-            .query_async(&mut connection)
-            .await
-            .map_err(redis_error)?;
         Ok(ids)
     }
 }

@@ -845,3 +845,106 @@ async fn redis_cluster_killed_mid_load_loses_nothing() {
     );
     broker.delete_queue().await.expect("clean up");
 }
+
+/// A redis-server of a test's own, on a port it chose, with an append-only file.
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+    folder: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    fn start(folder: tempfile::TempDir, port: u16) -> PrivateRedis {
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(folder.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateRedis {
+            child,
+            port,
+            folder,
+        }
+    }
+
+    /// Stops the server (SIGTERM: it writes what it has) and starts it again on the same port and data.
+    fn restart(mut self, down_for: Duration) -> PrivateRedis {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("stop redis");
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        let (port, folder) = (
+            self.port,
+            std::mem::replace(&mut self.folder, tempfile::tempdir().expect("folder")),
+        );
+        PrivateRedis::start(folder, port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_under_load_loses_nothing() {
+    if crate::support::redis_url().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let redis = PrivateRedis::start(tempfile::tempdir().expect("folder"), port);
+    let store = crate::support::sqlite();
+    let broker = format!("broker=redis://127.0.0.1:{port}/0");
+    let store_url = format!("store={}", store.url);
+    let settings = [
+        "workers=2",
+        "bulk=10",
+        "retry=2",
+        "save_limit=0",
+        broker.as_str(),
+        store_url.as_str(),
+    ];
+    let client = Client::connect(config(&store, &settings))
+        .await
+        .expect("client");
+    let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.005), 1000).await;
+    let cluster = ClusterProcess::start(&q8s_binary(), &store, &settings);
+    while finished_count(&client, &ids[..100]).await < 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let redis = redis.restart(Duration::from_millis(1500));
+    assert!(
+        finished_count(&client, &ids).await < 1000,
+        "the restart came too late to test anything"
+    );
+    assert_eq!(
+        wait_for_results(&client, &ids).await,
+        1000,
+        "every accepted task finished"
+    );
+    let (status, log) = cluster.terminate();
+    assert!(status.success(), "{log}");
+    drop(redis);
+}
