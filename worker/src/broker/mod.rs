@@ -117,6 +117,20 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> Result<(), BrokerError>;
     /// Name and location.
     fn info(&self) -> BrokerInfo;
+    /// Keeps a cluster's Stat (JSON) under `key` for `ttl` where every monitor can read it,
+    /// as the seed's brokers do; false when this broker keeps none and the store should.
+    async fn publish_stat(
+        &self,
+        _key: &str,
+        _stat: &str,
+        _ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        Ok(false)
+    }
+    /// Every live Stat this broker keeps, or `None` when it keeps none (the store does).
+    async fn stats(&self) -> Result<Option<Vec<String>>, BrokerError> {
+        Ok(None)
+    }
 }
 
 /// How long receipts last: at least `retry`, and at least the task's timeout plus `margin`.

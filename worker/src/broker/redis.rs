@@ -18,6 +18,7 @@
 //! q8s:{q}:deliveries  hash id -> deliveries so far
 //! q8s:{q}:inflight    sorted set id -> receipt deadline (ms since the epoch)
 //! q8s:{q}:wake        a token list an idle cluster blocks on
+//! q8s:stat:HOST/PID   each cluster's Stat, expiring (any cluster name)
 //! ```
 
 use std::time::Duration;
@@ -120,6 +121,9 @@ for i = 2, #ARGV, 2 do
 end
 return extended
 ";
+
+/// Prefix of the keys clusters publish their Stat under (every cluster name).
+const STAT_PREFIX: &str = "q8s:stat:";
 
 /// Packages enqueued or acknowledged per script call.
 const ACK_CHUNK: usize = 500;
@@ -466,5 +470,49 @@ impl Broker for RedisBroker {
             name: "redis".into(),
             location: self.location.clone(),
         }
+    }
+
+    async fn publish_stat(
+        &self,
+        key: &str,
+        stat: &str,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let mut connection = self.connection.clone();
+        let seconds = ttl.as_secs().max(1);
+        let () = connection
+            .set_ex(format!("{STAT_PREFIX}{key}"), stat, seconds)
+            .await
+            .map_err(redis_error)?;
+        Ok(true)
+    }
+
+    async fn stats(&self) -> Result<Option<Vec<String>>, BrokerError> {
+        let mut connection = self.connection.clone();
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{STAT_PREFIX}*"))
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        if keys.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        keys.sort();
+        let values: Vec<Option<String>> = connection.mget(keys).await.map_err(redis_error)?;
+        // A Stat may expire between SCAN and MGET.
+        Ok(Some(values.into_iter().flatten().collect()))
     }
 }

@@ -27,6 +27,12 @@ impl From<crate::store::StoreError> for Failure {
     }
 }
 
+impl From<crate::cluster::stat::StatError> for Failure {
+    fn from(error: crate::cluster::stat::StatError) -> Failure {
+        Failure::new(Exit::Unavailable, error.to_string())
+    }
+}
+
 impl From<crate::store::DatabaseError> for Failure {
     fn from(error: crate::store::DatabaseError) -> Failure {
         Failure::new(Exit::Unavailable, format!("store: {error}"))
@@ -115,7 +121,7 @@ pub(super) async fn info(config: Config, json: bool) -> Result<Exit, Failure> {
     let broker = crate::broker::connect(&config, Some(&database))
         .await
         .map_err(|e| Failure::from(crate::client::ClientError::from(e)))?;
-    let stats = Stat::get_all(&database).await?;
+    let stats = Stat::get_all_from(broker.as_ref(), &database).await?;
     let (successes, failures) = store.counts().await?;
     let day_ago = crate::clock::micros(Utc::now()) - 86_400 * 1_000_000;
     let activity = store.activity_since(day_ago).await?;
@@ -179,7 +185,10 @@ fn uptime(seconds: f64) -> String {
 
 pub(super) async fn stat(config: Config, json: bool) -> Result<Exit, Failure> {
     let database = Database::connect(&config.store).await?;
-    let stats = Stat::get_all(&database).await?;
+    let broker = crate::broker::connect(&config, Some(&database))
+        .await
+        .map_err(|e| Failure::from(crate::client::ClientError::from(e)))?;
+    let stats = Stat::get_all_from(broker.as_ref(), &database).await?;
     if json {
         println!(
             "{}",

@@ -220,7 +220,10 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
         server.abort();
     }
     let stopped = stat_of(&shared, &progress, &stat_identity, State::Stopped);
-    if let Err(error) = stopped.publish(&database, STAT_TTL_SECONDS).await {
+    if let Err(error) = stopped
+        .publish_to(shared.broker.as_ref(), &database, STAT_TTL_SECONDS)
+        .await
+    {
         tracing::warn!("cannot publish the final Stat: {error}");
     }
     tracing::info!("Q Cluster-{cluster_id} has stopped.");
@@ -562,7 +565,10 @@ async fn publish(
     database: &Database,
 ) {
     let stat = stat_of(shared, progress, identity, State::Idle);
-    if let Err(error) = stat.publish(database, STAT_TTL_SECONDS).await {
+    if let Err(error) = stat
+        .publish_to(shared.broker.as_ref(), database, STAT_TTL_SECONDS)
+        .await
+    {
         tracing::warn!("cannot publish Stat: {error}");
     }
 }

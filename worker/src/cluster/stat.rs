@@ -7,8 +7,20 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+use crate::broker::{Broker, BrokerError};
 use crate::clock::{micros, now_micros};
 use crate::store::{Database, StoreError};
+
+/// Why a Stat could not be published or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The broker failed.
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
+}
 
 /// A cluster's state, as the monitor shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +113,48 @@ impl Stat {
         Ok(())
     }
 
-    /// Every cluster whose Stat has not expired, by host and id.
+    /// Publishes where monitors look: the broker when it keeps Stats (Redis), else the store.
+    pub async fn publish_to(
+        &self,
+        broker: &dyn Broker,
+        db: &Database,
+        ttl_seconds: i64,
+    ) -> Result<(), StatError> {
+        let data = serde_json::to_string(self).map_err(|e| StoreError::Corrupt {
+            id: self.key(),
+            reason: e.to_string(),
+        })?;
+        let ttl = std::time::Duration::from_secs(ttl_seconds.max(1) as u64);
+        if !broker.publish_stat(&self.key(), &data, ttl).await? {
+            self.publish(db, ttl_seconds).await?;
+        }
+        Ok(())
+    }
+
+    /// Every live cluster: from the broker when it keeps Stats (Redis), else from the store.
+    pub async fn get_all_from(broker: &dyn Broker, db: &Database) -> Result<Vec<Stat>, StatError> {
+        match broker.stats().await? {
+            Some(stats) => Ok(stats
+                .iter()
+                .filter_map(|data| serde_json::from_str(data).ok())
+                .collect()),
+            None => Ok(Stat::get_all(db).await?),
+        }
+    }
+
+    /// The live cluster with this id (or `host/id`), from the broker or the store.
+    pub async fn get_from(
+        broker: &dyn Broker,
+        db: &Database,
+        cluster_id: &str,
+    ) -> Result<Option<Stat>, StatError> {
+        Ok(Stat::get_all_from(broker, db)
+            .await?
+            .into_iter()
+            .find(|stat| stat.cluster_id == cluster_id || stat.key() == cluster_id))
+    }
+
+    /// Every cluster whose Stat has not expired in the store, by host and id.
     pub async fn get_all(db: &Database) -> Result<Vec<Stat>, StoreError> {
         let rows = sqlx::query(
             "SELECT cluster_key, data FROM q8s_stat WHERE expires > $1 ORDER BY cluster_key",
