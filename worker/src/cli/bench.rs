@@ -57,9 +57,10 @@ pub struct BenchArgs {
     /// Packages fetched from the broker per call.
     #[arg(long, default_value_t = 100)]
     bulk: usize,
-    /// Packages the cluster holds in memory (default: the configured queue_limit, workers²).
-    #[arg(long)]
-    queue_limit: Option<usize>,
+    /// Packages the cluster holds in memory. The benchmark's default suits many short
+    /// tasks; a cluster's own default is workers².
+    #[arg(long, default_value_t = 200)]
+    queue_limit: usize,
     /// Also measure latency: enqueue this many tasks per second, open-loop, into an idle cluster.
     #[arg(long)]
     rate: Option<f64>,
@@ -108,7 +109,7 @@ pub(super) async fn bench(
     }
     config.name = BENCH_QUEUE.into();
     config.save_limit = if args.no_save { -1 } else { 0 };
-    let queue_limit = args.queue_limit.unwrap_or(args.workers * args.workers);
+    let queue_limit = args.queue_limit.max(1);
     let client = Client::connect(config.clone()).await?;
     let payload = "x".repeat(args.payload);
     let broker = client.broker().clone();
