@@ -263,15 +263,14 @@ impl Client {
             )));
         }
         let cached = request.cached.unwrap_or(self.config.cached);
-        if cached != Cached::Off {
+        if cached != Cached::Off && self.broker.info().name != "redis" {
             return Err(ClientError::Invalid(
-                "cached results (kept in Redis instead of the store) are not built yet in this \
-                 version; leave `cached` off"
-                    .into(),
+                "cached results are kept in Redis: set broker = \"redis://…\", or leave `cached` off".into(),
             ));
         }
         let sync = request.sync.unwrap_or(self.config.sync);
-        let task = request.into_task();
+        let mut task = request.into_task();
+        task.cached = Some(cached).filter(|c| *c != Cached::Off);
         let package = self.signer.pack(&task)?;
         if sync {
             // The same path as a cluster: verify the package, run, save, call the hook.
@@ -325,12 +324,23 @@ impl Client {
         })
         .await
         .map_err(|e| ClientError::Invalid(format!("the task's thread failed: {e}")))?;
-        self.store
-            .save(&Finished {
-                record: record.clone(),
-                save: task.save,
-            })
-            .await?;
+        let cached = match task.cached {
+            Some(cached) => {
+                let json = serde_json::to_string(&record)
+                    .map_err(|e| ClientError::Invalid(e.to_string()))?;
+                let entry = [(record.id.clone(), record.group.clone(), json)];
+                self.broker.cache_results(&entry, cached.ttl()).await?
+            }
+            None => false,
+        };
+        if !cached {
+            self.store
+                .save(&Finished {
+                    record: record.clone(),
+                    save: task.save,
+                })
+                .await?;
+        }
         if let Some(hook) = &record.hook {
             self.call_hook(hook, &record).await;
         }
@@ -365,11 +375,7 @@ impl Client {
         &self,
         id_or_name: &str,
     ) -> Result<Option<Result<Value, TaskError>>, ClientError> {
-        Ok(self
-            .store
-            .fetch(id_or_name)
-            .await?
-            .map(|record| record.outcome()))
+        Ok(self.fetch(id_or_name).await?.map(|record| record.outcome()))
     }
 
     /// Waits up to `wait` for the task to finish, then gives its outcome.
@@ -395,7 +401,36 @@ impl Client {
 
     /// The whole record of a finished task by id or name.
     pub async fn fetch(&self, id_or_name: &str) -> Result<Option<TaskRecord>, ClientError> {
-        Ok(self.store.fetch(id_or_name).await?)
+        if let Some(record) = self.store.fetch(id_or_name).await? {
+            return Ok(Some(record));
+        }
+        // As in the seed, readers look in the cache when `cached` is their setting.
+        if self.config.cached == Cached::Off {
+            return Ok(None);
+        }
+        self.fetch_cached(id_or_name).await
+    }
+
+    /// A result kept in the broker's cache (a task enqueued with `cached`), by id.
+    pub async fn fetch_cached(&self, id: &str) -> Result<Option<TaskRecord>, ClientError> {
+        match self.broker.cached_result(id).await? {
+            Some(json) => Ok(serde_json::from_str(&json).ok()),
+            None => Ok(None),
+        }
+    }
+
+    /// The cached records of a group, when results are cached (`cached` set).
+    async fn cached_group(&self, group: &str) -> Result<Option<Vec<TaskRecord>>, ClientError> {
+        if self.config.cached == Cached::Off {
+            return Ok(None);
+        }
+        let records = self.broker.cached_group(group).await?;
+        Ok(Some(
+            records
+                .iter()
+                .filter_map(|json| serde_json::from_str(json).ok())
+                .collect(),
+        ))
     }
 
     /// Packages waiting in the broker (not those being processed).
@@ -409,6 +444,13 @@ impl Client {
         group: &str,
         failures: bool,
     ) -> Result<Vec<Value>, ClientError> {
+        if let Some(records) = self.cached_group(group).await? {
+            return Ok(records
+                .into_iter()
+                .filter(|record| failures || record.success)
+                .map(|record| record.result)
+                .collect());
+        }
         Ok(self.store.result_group(group, failures).await?)
     }
 
@@ -418,11 +460,23 @@ impl Client {
         group: &str,
         failures: bool,
     ) -> Result<Vec<TaskRecord>, ClientError> {
+        if let Some(records) = self.cached_group(group).await? {
+            return Ok(records
+                .into_iter()
+                .filter(|record| failures || record.success)
+                .collect());
+        }
         Ok(self.store.fetch_group(group, failures).await?)
     }
 
     /// Tasks in a group; failures only when `failures`.
     pub async fn count_group(&self, group: &str, failures: bool) -> Result<u64, ClientError> {
+        if let Some(records) = self.cached_group(group).await? {
+            return Ok(records
+                .iter()
+                .filter(|record| !failures || !record.success)
+                .count() as u64);
+        }
         Ok(self.store.count_group(group, failures).await?)
     }
 

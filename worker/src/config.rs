@@ -69,7 +69,7 @@ pub enum ConfigError {
 }
 
 /// How long results are kept in the cache (`cached`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Cached {
     /// Results go to the store.
     Off,
@@ -364,6 +364,16 @@ impl Sources {
                 .map(|(_, value)| PathBuf::from(value))
         });
         Sources { file, env, flags }
+    }
+}
+
+impl Cached {
+    /// How long a cached result is kept: `None` for no expiry.
+    pub fn ttl(self) -> Option<std::time::Duration> {
+        match self {
+            Cached::Seconds(seconds) => Some(std::time::Duration::from_secs(seconds)),
+            Cached::Off | Cached::On => None,
+        }
     }
 }
 

@@ -37,6 +37,9 @@ pub struct Task {
     /// Overrides the cluster's `ack_failures` for this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack_failure: Option<bool>,
+    /// Keep the result in the broker's cache (Redis) instead of the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<crate::config::Cached>,
     /// When the task was enqueued.
     pub enqueued: DateTime<Utc>,
 }
@@ -57,6 +60,7 @@ impl Task {
             timeout: None,
             save: None,
             ack_failure: None,
+            cached: None,
             enqueued: Utc::now(),
         }
     }

@@ -127,6 +127,23 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     ) -> Result<bool, BrokerError> {
         Ok(false)
     }
+    /// Keeps finished tasks' records (id, group, JSON) in the broker's cache for `ttl`
+    /// (`None`: no expiry); false when this broker has no cache.
+    async fn cache_results(
+        &self,
+        _records: &[(String, Option<String>, String)],
+        _ttl: Option<Duration>,
+    ) -> Result<bool, BrokerError> {
+        Ok(false)
+    }
+    /// A cached record (JSON) by task id.
+    async fn cached_result(&self, _id: &str) -> Result<Option<String>, BrokerError> {
+        Ok(None)
+    }
+    /// The cached records (JSON) of a group, oldest first.
+    async fn cached_group(&self, _group: &str) -> Result<Vec<String>, BrokerError> {
+        Ok(Vec::new())
+    }
     /// Every live Stat this broker keeps, or `None` when it keeps none (the store does).
     async fn stats(&self) -> Result<Option<Vec<String>>, BrokerError> {
         Ok(None)

@@ -19,6 +19,8 @@
 //! q8s:{q}:inflight    sorted set id -> receipt deadline (ms since the epoch)
 //! q8s:{q}:wake        a token list an idle cluster blocks on
 //! q8s:stat:HOST/PID   each cluster's Stat, expiring (any cluster name)
+//! q8s:result:ID       a cached result (`cached`), expiring as asked
+//! q8s:group:GROUP     ids of a group's cached results
 //! ```
 
 use std::time::Duration;
@@ -121,6 +123,11 @@ for i = 2, #ARGV, 2 do
 end
 return extended
 ";
+
+/// Prefix of cached results, by task id.
+const RESULT_PREFIX: &str = "q8s:result:";
+/// Prefix of the lists of cached task ids, by group.
+const GROUP_PREFIX: &str = "q8s:group:";
 
 /// Prefix of the keys clusters publish their Stat under (every cluster name).
 const STAT_PREFIX: &str = "q8s:stat:";
@@ -485,6 +492,64 @@ impl Broker for RedisBroker {
             .await
             .map_err(redis_error)?;
         Ok(true)
+    }
+
+    async fn cache_results(
+        &self,
+        records: &[(String, Option<String>, String)],
+        ttl: Option<Duration>,
+    ) -> Result<bool, BrokerError> {
+        let mut connection = self.connection.clone();
+        let mut pipe = redis::pipe();
+        for (id, group, record) in records {
+            let key = format!("{RESULT_PREFIX}{id}");
+            match ttl {
+                Some(ttl) => pipe.set_ex(&key, record, ttl.as_secs().max(1)).ignore(),
+                None => pipe.set(&key, record).ignore(),
+            };
+            if let Some(group) = group {
+                let group_key = format!("{GROUP_PREFIX}{group}");
+                pipe.rpush(&group_key, id).ignore();
+                if let Some(ttl) = ttl {
+                    pipe.expire(
+                        &group_key,
+                        i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX),
+                    )
+                    .ignore();
+                }
+            }
+        }
+        let () = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(true)
+    }
+
+    async fn cached_result(&self, id: &str) -> Result<Option<String>, BrokerError> {
+        let mut connection = self.connection.clone();
+        connection
+            .get(format!("{RESULT_PREFIX}{id}"))
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn cached_group(&self, group: &str) -> Result<Vec<String>, BrokerError> {
+        let mut connection = self.connection.clone();
+        let ids: Vec<String> = connection
+            .lrange(format!("{GROUP_PREFIX}{group}"), 0, -1)
+            .await
+            .map_err(redis_error)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| format!("{RESULT_PREFIX}{id}"))
+            .collect();
+        let records: Vec<Option<String>> = connection.mget(keys).await.map_err(redis_error)?;
+        // Results that expired before their group are gone.
+        Ok(records.into_iter().flatten().collect())
     }
 
     async fn stats(&self) -> Result<Option<Vec<String>>, BrokerError> {

@@ -43,6 +43,8 @@ pub struct Finished {
     pub ack_failure: Option<bool>,
     /// Its delivery's receipt.
     pub receipt: Receipt,
+    /// Keep the result in the broker's cache instead of the store.
+    pub cached: Option<crate::config::Cached>,
 }
 
 /// Whether a finished task is acknowledged with the broker.
@@ -74,13 +76,27 @@ pub async fn run(shared: Arc<Shared>, mut results: mpsc::UnboundedReceiver<Finis
 }
 
 async fn save(shared: &Shared, batch: &[Finished]) {
-    let records: Vec<store::Finished> = batch
+    let (cached, stored): (Vec<&Finished>, Vec<&Finished>) = batch.iter().partition(|finished| {
+        finished
+            .cached
+            .is_some_and(|c| c != crate::config::Cached::Off)
+    });
+    let mut records: Vec<store::Finished> = stored
         .iter()
         .map(|finished| store::Finished {
             record: finished.record.clone(),
             save: finished.save,
         })
         .collect();
+    for finished in cached {
+        if !cache(shared, finished).await {
+            // No cache to keep it in: the store keeps it rather than nobody.
+            records.push(store::Finished {
+                record: finished.record.clone(),
+                save: finished.save,
+            });
+        }
+    }
     let mut failures = 0;
     while let Err(error) = shared.store.save_all(&records).await {
         failures += 1;
@@ -104,6 +120,23 @@ async fn save(shared: &Shared, batch: &[Finished]) {
             if record.error_kind == Some(ErrorKind::Timeout) {
                 metrics.tasks_timed_out.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// Keeps one result in the broker's cache; false when the broker has none or it failed.
+async fn cache(shared: &Shared, finished: &Finished) -> bool {
+    let record = &finished.record;
+    let Ok(json) = serde_json::to_string(record) else {
+        return false;
+    };
+    let ttl = finished.cached.and_then(crate::config::Cached::ttl);
+    let entry = [(record.id.clone(), record.group.clone(), json)];
+    match shared.broker.cache_results(&entry, ttl).await {
+        Ok(kept) => kept,
+        Err(error) => {
+            tracing::error!(task = %record.id, "cannot cache the result, saving it to the store: {error}");
+            false
         }
     }
 }
@@ -208,6 +241,7 @@ mod tests {
             save: None,
             ack_failure,
             receipt: Receipt("1.1".into()),
+            cached: None,
         }
     }
 

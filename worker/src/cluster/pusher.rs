@@ -114,6 +114,7 @@ async fn accept(
             save: task.save,
             ack_failure: Some(true),
             receipt: delivery.receipt,
+            cached: task.cached,
         });
         return None;
     }

@@ -477,6 +477,7 @@ impl Driver {
             save: held.task.save,
             ack_failure: held.task.ack_failure,
             receipt: held.receipt.clone(),
+            cached: held.task.cached,
         };
         if self.results.send(finished).is_err() {
             // Stop extending its receipt, so it really is delivered again.

@@ -948,3 +948,78 @@ async fn redis_restarted_under_load_loses_nothing() {
     assert!(status.success(), "{log}");
     drop(redis);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_results_live_in_redis_and_are_read_back_from_there() {
+    let Some(redis) = crate::support::redis_url() else {
+        return;
+    };
+    let store = crate::support::sqlite();
+    let broker = format!("broker={redis}");
+    let store_url = format!("store={}", store.url);
+    let name = format!("name=test-{}", uuid::Uuid::new_v4().simple());
+    let group = format!("cached-{}", uuid::Uuid::new_v4().simple());
+    let settings = [
+        "workers=1",
+        "cached=60",
+        "save_limit=0",
+        broker.as_str(),
+        store_url.as_str(),
+        name.as_str(),
+    ];
+    let client = Client::connect(config(&store, &settings))
+        .await
+        .expect("client");
+    let request = TaskRequest {
+        group: Some(group.clone()),
+        ..TaskRequest::new("math.copysign").arg(2).arg(-2)
+    };
+    let mut ids = enqueue_many(&client, &request, 3).await;
+    ids.push(
+        client
+            .enqueue(TaskRequest {
+                group: Some(group.clone()),
+                ..TaskRequest::new("q8s.fail")
+            })
+            .await
+            .expect("enqueue"),
+    );
+    let cluster = ClusterProcess::start(&q8s_binary(), &store, &settings);
+    assert_eq!(wait_for_results(&client, &ids).await, 3);
+    let (status, log) = cluster.terminate();
+    assert!(status.success(), "{log}");
+    assert_eq!(
+        client.result(&ids[0]).await.expect("result"),
+        Some(Ok(json!(-2.0)))
+    );
+    assert!(
+        client
+            .store()
+            .fetch(&ids[0])
+            .await
+            .expect("store")
+            .is_none(),
+        "not in the SQL store"
+    );
+    assert_eq!(
+        client.result_group(&group, false).await.expect("group"),
+        vec![json!(-2.0); 3]
+    );
+    assert_eq!(client.count_group(&group, false).await.expect("count"), 4);
+    assert_eq!(client.count_group(&group, true).await.expect("count"), 1);
+    assert_eq!(
+        client.fetch_group(&group, true).await.expect("fetch").len(),
+        4
+    );
+    // A SQL broker has no cache: asking for one says what to do.
+    let sql = crate::support::sqlite();
+    let sql_client = Client::connect(config(&sql, &[])).await.expect("client");
+    let error = sql_client
+        .enqueue(TaskRequest {
+            cached: Some(q8s::config::Cached::On),
+            ..TaskRequest::new("q8s.noop")
+        })
+        .await
+        .expect_err("refused");
+    assert!(error.to_string().contains("redis://"), "{error}");
+}
