@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use q8s::Clock;
-use q8s::broker::{Broker, Leases, SqlBroker};
+use q8s::broker::Broker;
 use q8s::package::{DEFAULT_MAX_SIZE, PackageError, Signer};
 use q8s::task::Task;
 use serde_json::json;
 
-use crate::support::{Backend, backends, postgres};
+use crate::support::{Backend, backends};
 
 const RETRY: Duration = Duration::from_secs(60);
 const MARGIN: Duration = Duration::from_secs(30);
@@ -24,13 +24,6 @@ fn signer() -> Signer {
         DEFAULT_MAX_SIZE,
     )
     .expect("a key")
-}
-
-fn leases() -> Leases {
-    Leases {
-        retry: RETRY,
-        margin: MARGIN,
-    }
 }
 
 fn package(n: i64) -> q8s::Package {
@@ -303,38 +296,50 @@ async fn package_tampered_with_in_the_broker_never_verifies() {
     }
 }
 
-/// Two consumers with pools of their own (two processes, as far as the database
-/// can tell) dequeue concurrently; no package is delivered to both.
+/// Two consumers with connections of their own (two processes, as far as the
+/// broker can tell) dequeue concurrently; no package is delivered to both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_consumers_never_receive_the_same_package_while_its_receipt_is_live() {
-    let Some(db) = postgres().await else { return };
-    let total = 600;
-    let producer = SqlBroker::new(db.connect().await, "shared", leases());
-    for n in 0..total {
-        producer.enqueue(&package(n), None).await.expect("enqueue");
-    }
-    let mut consumers = Vec::new();
-    for _ in 0..2 {
-        let broker = Arc::new(SqlBroker::new(db.connect().await, "shared", leases()));
-        for _ in 0..4 {
-            let broker = Arc::clone(&broker);
-            consumers.push(tokio::spawn(async move {
-                let mut seen = Vec::new();
-                loop {
-                    let batch = broker.dequeue(3).await.expect("dequeue");
-                    if batch.is_empty() {
-                        return seen;
-                    }
-                    seen.extend(batch.into_iter().map(|d| d.receipt.0));
-                }
-            }));
+    for db in backends().await {
+        let clock = Clock::system();
+        let total = 600;
+        let producer = broker_on(&db, "shared", &clock).await;
+        for n in 0..total {
+            producer.enqueue(&package(n), None).await.expect("enqueue");
         }
+        let mut consumers = Vec::new();
+        for _ in 0..2 {
+            let broker = broker_on(&db, "shared", &clock).await;
+            for _ in 0..4 {
+                let broker = Arc::clone(&broker);
+                consumers.push(tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    loop {
+                        let batch = broker.dequeue(3).await.expect("dequeue");
+                        if batch.is_empty() {
+                            return seen;
+                        }
+                        seen.extend(batch.into_iter().map(|d| d.receipt.0));
+                    }
+                }));
+            }
+        }
+        let mut all = Vec::new();
+        for consumer in consumers {
+            all.extend(consumer.await.expect("consumer"));
+        }
+        let unique: HashSet<&String> = all.iter().collect();
+        assert_eq!(
+            all.len(),
+            total as usize,
+            "{}: every package delivered once",
+            db.label()
+        );
+        assert_eq!(
+            unique.len(),
+            all.len(),
+            "{}: no package delivered twice",
+            db.label()
+        );
     }
-    let mut all = Vec::new();
-    for consumer in consumers {
-        all.extend(consumer.await.expect("consumer"));
-    }
-    let unique: HashSet<&String> = all.iter().collect();
-    assert_eq!(all.len(), total as usize, "every package delivered once");
-    assert_eq!(unique.len(), all.len(), "no package delivered twice");
 }
