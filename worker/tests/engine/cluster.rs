@@ -118,6 +118,13 @@ impl ClusterProcess {
         }
     }
 
+    /// SIGTERM; the stop procedure must end with exit 0. Returns the log.
+    pub fn stop(self) -> String {
+        let (status, log) = self.terminate();
+        assert!(status.success(), "the cluster exited with {status}:\n{log}");
+        log
+    }
+
     /// kill -9 of the sentinel.
     fn kill9(mut self) -> Vec<i32> {
         let workers = self.worker_pids();
@@ -276,7 +283,7 @@ async fn sigterm_under_load_hands_back_held_tasks_and_loses_nothing() {
         );
         let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
         assert_eq!(wait_for_results(&client, &ids).await, 300, "{}", db.label);
-        cluster.terminate();
+        cluster.stop();
     }
 }
 
@@ -294,8 +301,7 @@ async fn kill_9_of_a_worker_mid_task_loses_nothing() {
         kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill -9 a worker");
         assert_eq!(wait_for_results(&client, &ids).await, 4, "{}", db.label);
         cluster.wait_for_log("will be delivered again", Duration::from_secs(5));
-        let (status, log) = cluster.terminate();
-        assert!(status.success(), "{log}");
+        let log = cluster.stop();
         assert_eq!(
             log.matches("ready for work at").count(),
             3,
@@ -337,7 +343,7 @@ async fn kill_9_of_the_whole_cluster_mid_load_loses_nothing() {
             "{}: every accepted task finished",
             db.label
         );
-        cluster.terminate();
+        cluster.stop();
     }
 }
 
@@ -372,8 +378,7 @@ async fn timeout_kills_only_the_task_that_overran() {
             .expect("finished")
             .expect_err("timed out");
         assert_eq!(error.kind, ErrorKind::Timeout, "{}", db.label);
-        let (status, log) = cluster.terminate();
-        assert!(status.success(), "{log}");
+        let log = cluster.stop();
         assert!(log.contains("timed out running time.sleep"), "{log}");
     }
 }
@@ -395,8 +400,7 @@ async fn recycle_and_max_rss_replace_workers_and_stat_counts_them() {
         let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
         let sentinel = cluster.pid().to_string();
         assert_eq!(wait_for_results(&client, &ids).await, 21, "{}", db.label);
-        let (status, log) = cluster.terminate();
-        assert!(status.success(), "{log}");
+        let log = cluster.stop();
         assert!(log.contains("(recycle)"), "{}: {log}", db.label);
         assert!(log.contains("over max_rss"), "{}: {log}", db.label);
         let stat = Stat::get(client.store().database(), &sentinel)
@@ -472,8 +476,7 @@ async fn tampered_package_never_runs() {
             db.label
         );
         cluster.wait_for_log("rejected a package", Duration::from_secs(10));
-        let (status, log) = cluster.terminate();
-        assert!(status.success(), "{log}");
+        let log = cluster.stop();
         assert!(
             !forged_marker.exists(),
             "{}: the tampered task ran",
@@ -542,8 +545,7 @@ async fn hooks_are_called_once_per_finished_task() {
             client.result(&ids[0]).await.expect("result"),
             Some(Ok(json!("Hello, you!")))
         );
-        let (status, log) = cluster.terminate();
-        assert!(status.success(), "{log}");
+        cluster.stop();
         let lines: Vec<String> = std::fs::read_to_string(&hook_log)
             .expect("hooks wrote")
             .lines()
@@ -583,8 +585,7 @@ async fn a_hung_worker_does_not_stall_the_others() {
             "{}: the cluster stalled",
             db.label
         );
-        let (status, log) = cluster.terminate();
-        assert!(status.success(), "{log}");
+        cluster.stop();
     }
 }
 
@@ -611,8 +612,7 @@ async fn a_long_task_is_not_delivered_again_while_it_runs() {
             broker.queue_size().await.expect("size") + broker.lock_size().await.expect("locks"),
             0
         );
-        let (status, log) = cluster.terminate();
-        assert!(status.success(), "{log}");
+        let log = cluster.stop();
         assert_eq!(
             log.matches("ready for work at").count(),
             2,
@@ -682,8 +682,7 @@ async fn cluster_serves_health_readiness_and_metrics_and_pins_workers() {
             );
         }
     }
-    let (status, log) = cluster.terminate();
-    assert!(status.success(), "{log}");
+    cluster.stop();
 }
 
 /// Processes whose command line contains `needle`.
@@ -734,8 +733,7 @@ async fn a_timed_out_exec_program_does_not_outlive_its_task() {
         processes_with("sleep 41.75").is_empty(),
         "the program outlived its task"
     );
-    let (status, log) = cluster.terminate();
-    assert!(status.success(), "{log}");
+    cluster.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -836,8 +834,7 @@ async fn redis_cluster_killed_mid_load_loses_nothing() {
         300,
         "every accepted task finished"
     );
-    let (status, log) = cluster.terminate();
-    assert!(status.success(), "{log}");
+    cluster.stop();
     let broker = client.broker();
     assert_eq!(
         broker.queue_size().await.expect("size") + broker.lock_size().await.expect("locks"),
@@ -944,8 +941,7 @@ async fn redis_restarted_under_load_loses_nothing() {
         1000,
         "every accepted task finished"
     );
-    let (status, log) = cluster.terminate();
-    assert!(status.success(), "{log}");
+    cluster.stop();
     drop(redis);
 }
 
@@ -986,8 +982,7 @@ async fn cached_results_live_in_redis_and_are_read_back_from_there() {
     );
     let cluster = ClusterProcess::start(&q8s_binary(), &store, &settings);
     assert_eq!(wait_for_results(&client, &ids).await, 3);
-    let (status, log) = cluster.terminate();
-    assert!(status.success(), "{log}");
+    cluster.stop();
     assert_eq!(
         client.result(&ids[0]).await.expect("result"),
         Some(Ok(json!(-2.0)))

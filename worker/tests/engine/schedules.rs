@@ -204,8 +204,7 @@ async fn two_clusters_on_one_postgres_run_each_slot_of_a_missed_day_once() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for cluster in [first, second] {
-        let (status, log) = cluster.terminate();
-        assert!(status.success(), "{log}");
+        cluster.stop();
     }
 }
 
@@ -270,8 +269,7 @@ async fn schedules_created_from_the_command_line_run_in_a_cluster_and_unknown_fu
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let (status, log) = cluster.terminate();
-        assert!(status.success(), "{log}");
+        cluster.stop();
         assert_eq!(
             client.result_group("twice", false).await.expect("results"),
             vec![json!(-2.0), json!(-2.0)]
