@@ -45,8 +45,26 @@ impl From<sqlx::Error> for BrokerError {
 }
 
 /// Proof of one delivery, used to acknowledge, fail, release or extend it.
+///
+/// Every broker here writes it `"<package id>.<delivery number>"`: the delivery
+/// number lets a broker refuse to extend or release a delivery that was superseded.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Receipt(pub String);
+
+impl Receipt {
+    /// The receipt of delivery number `delivery` of package `id`.
+    pub fn new(id: i64, delivery: i64) -> Receipt {
+        Receipt(format!("{id}.{delivery}"))
+    }
+
+    /// The package id and delivery number, or an error for a receipt this code did not write.
+    pub fn parts(&self) -> Result<(i64, i64), BrokerError> {
+        self.0
+            .split_once('.')
+            .and_then(|(id, delivery)| Some((id.parse().ok()?, delivery.parse().ok()?)))
+            .ok_or_else(|| BrokerError::BadReceipt(self.0.clone()))
+    }
+}
 
 /// A package handed out by `dequeue`, with its receipt.
 #[derive(Debug, Clone)]

@@ -200,19 +200,6 @@ fn redis_error(error: impl std::fmt::Display) -> BrokerError {
     BrokerError::Redis(error.to_string())
 }
 
-fn receipt(id: &str, delivery: i64) -> Receipt {
-    Receipt(format!("{id}.{delivery}"))
-}
-
-fn parse_receipt(receipt: &Receipt) -> Result<(String, String), BrokerError> {
-    receipt
-        .0
-        .split_once('.')
-        .filter(|(id, delivery)| id.parse::<u64>().is_ok() && delivery.parse::<i64>().is_ok())
-        .map(|(id, delivery)| (id.to_string(), delivery.to_string()))
-        .ok_or_else(|| BrokerError::BadReceipt(receipt.0.clone()))
-}
-
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -259,7 +246,7 @@ impl RedisBroker {
         self.clock.now_micros() / 1000
     }
 
-    async fn remove_ids(&self, ids: &[String]) -> Result<(), BrokerError> {
+    async fn remove_ids(&self, ids: &[i64]) -> Result<(), BrokerError> {
         let mut connection = self.connection.clone();
         for chunk in ids.chunks(ACK_CHUNK) {
             let mut invocation = self.remove.prepare_invoke();
@@ -338,11 +325,11 @@ impl Broker for RedisBroker {
             .map_err(redis_error)?;
         let mut deliveries = Vec::with_capacity(flat.len() / 3);
         for triple in flat.chunks_exact(3) {
-            let id: String = redis::from_redis_value(triple[0].clone()).map_err(redis_error)?;
+            let id: i64 = redis::from_redis_value(triple[0].clone()).map_err(redis_error)?;
             let count: i64 = redis::from_redis_value(triple[1].clone()).map_err(redis_error)?;
             let bytes: Vec<u8> = redis::from_redis_value(triple[2].clone()).map_err(redis_error)?;
             deliveries.push(Delivery {
-                receipt: receipt(&id, count),
+                receipt: Receipt::new(id, count),
                 package: Package::from_bytes(bytes),
                 attempt: u32::try_from(count).unwrap_or(u32::MAX),
             });
@@ -357,8 +344,8 @@ impl Broker for RedisBroker {
     async fn acknowledge_all(&self, receipts: &[Receipt]) -> Result<(), BrokerError> {
         let ids = receipts
             .iter()
-            .map(|receipt| parse_receipt(receipt).map(|(id, _)| id))
-            .collect::<Result<Vec<String>, BrokerError>>()?;
+            .map(|receipt| receipt.parts().map(|(id, _)| id))
+            .collect::<Result<Vec<i64>, BrokerError>>()?;
         self.remove_ids(&ids).await
     }
 
@@ -382,7 +369,7 @@ impl Broker for RedisBroker {
     }
 
     async fn release(&self, receipt: &Receipt) -> Result<(), BrokerError> {
-        let (id, delivery) = parse_receipt(receipt)?;
+        let (id, delivery) = receipt.parts()?;
         let mut connection = self.connection.clone();
         let _: i64 = self
             .release
@@ -408,7 +395,7 @@ impl Broker for RedisBroker {
             .key(&self.keys.deliveries)
             .arg(self.now_ms().saturating_add(millis(lease)));
         for receipt in receipts {
-            let (id, delivery) = parse_receipt(receipt)?;
+            let (id, delivery) = receipt.parts()?;
             invocation.arg(id).arg(delivery);
         }
         let _: i64 = invocation

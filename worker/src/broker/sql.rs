@@ -94,19 +94,6 @@ impl SqlBroker {
 /// Receipts acknowledged per statement: well under SQLite's limit on bound parameters.
 const ACK_CHUNK: usize = 500;
 
-/// A receipt is the row id and the delivery number: `"<id>.<delivery>"`.
-fn receipt(id: i64, delivery: i64) -> Receipt {
-    Receipt(format!("{id}.{delivery}"))
-}
-
-fn parse_receipt(receipt: &Receipt) -> Result<(i64, i64), BrokerError> {
-    receipt
-        .0
-        .split_once('.')
-        .and_then(|(id, delivery)| Some((id.parse().ok()?, delivery.parse().ok()?)))
-        .ok_or_else(|| BrokerError::BadReceipt(receipt.0.clone()))
-}
-
 #[async_trait]
 impl Broker for SqlBroker {
     async fn enqueue(
@@ -188,7 +175,7 @@ impl Broker for SqlBroker {
                 Ok((
                     id,
                     Delivery {
-                        receipt: receipt(id, delivery),
+                        receipt: Receipt::new(id, delivery),
                         package: Package::from_bytes(row.try_get("payload")?),
                         attempt: u32::try_from(delivery).unwrap_or(u32::MAX),
                     },
@@ -209,7 +196,7 @@ impl Broker for SqlBroker {
     async fn acknowledge_all(&self, receipts: &[Receipt]) -> Result<(), BrokerError> {
         let ids = receipts
             .iter()
-            .map(|receipt| parse_receipt(receipt).map(|(id, _)| id))
+            .map(|receipt| receipt.parts().map(|(id, _)| id))
             .collect::<Result<Vec<i64>, BrokerError>>()?;
         for chunk in ids.chunks(ACK_CHUNK) {
             let sql = format!(
@@ -230,7 +217,7 @@ impl Broker for SqlBroker {
     }
 
     async fn delete(&self, receipt: &Receipt) -> Result<(), BrokerError> {
-        let (id, _) = parse_receipt(receipt)?;
+        let (id, _) = receipt.parts()?;
         sqlx::query("DELETE FROM q8s_queue WHERE id = $1")
             .bind(id)
             .execute(self.db.pool())
@@ -239,7 +226,7 @@ impl Broker for SqlBroker {
     }
 
     async fn release(&self, receipt: &Receipt) -> Result<(), BrokerError> {
-        let (id, delivery) = parse_receipt(receipt)?;
+        let (id, delivery) = receipt.parts()?;
         sqlx::query(
             "UPDATE q8s_queue SET locked_until = 0, deliveries = deliveries - 1 \
              WHERE id = $1 AND deliveries = $2",
@@ -258,7 +245,7 @@ impl Broker for SqlBroker {
             .saturating_add(duration_micros(lease));
         let mut transaction = self.db.pool().begin().await?;
         for receipt in receipts {
-            let (id, delivery) = parse_receipt(receipt)?;
+            let (id, delivery) = receipt.parts()?;
             // Only while this delivery still holds the package: never extend someone else's.
             sqlx::query(
                 "UPDATE q8s_queue SET locked_until = $1 \
