@@ -278,7 +278,7 @@ impl Client {
             self.run_now(task).await?;
         } else {
             self.broker
-                .enqueue(&package, task.timeout.or(self.config.timeout))
+                .enqueue(&package, self.config.timeout_for(&task))
                 .await?;
         }
         Ok(task.id)
@@ -299,10 +299,7 @@ impl Client {
                 ));
             }
             let task = request.into_task();
-            packages.push((
-                self.signer.pack(&task)?,
-                task.timeout.or(self.config.timeout),
-            ));
+            packages.push((self.signer.pack(&task)?, self.config.timeout_for(&task)));
             ids.push(task.id);
         }
         self.broker.enqueue_all(&packages).await?;
@@ -312,10 +309,7 @@ impl Client {
     /// Runs `task` in this process, saves it and calls its hook.
     async fn run_now(&self, task: Task) -> Result<TaskRecord, ClientError> {
         let registry = Arc::clone(&self.registry);
-        let timeout = task
-            .timeout
-            .or(self.config.timeout)
-            .map(Duration::from_secs);
+        let timeout = self.config.timeout_for(&task).map(Duration::from_secs);
         let (task, record) = tokio::task::spawn_blocking(move || {
             let started = Utc::now();
             let outcome = registry.run(&task, timeout);

@@ -638,6 +638,11 @@ impl Config {
         Ok(self)
     }
 
+    /// Seconds `task` may run: its own timeout, else the cluster's `timeout`.
+    pub fn timeout_for(&self, task: &crate::task::Task) -> Option<u64> {
+        task.timeout.or(self.timeout)
+    }
+
     /// Packages a cluster holds in memory: `queue_limit`, else workers².
     pub fn queue_limit(&self) -> usize {
         self.queue_limit.unwrap_or(self.workers * self.workers)

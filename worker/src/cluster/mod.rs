@@ -80,14 +80,12 @@ impl Shared {
 
     /// The time limit of `task`: its own, else the cluster's.
     pub fn timeout_of(&self, task: &Task) -> Option<Duration> {
-        task.timeout
-            .or(self.config.timeout)
-            .map(Duration::from_secs)
+        self.config.timeout_for(task).map(Duration::from_secs)
     }
 
     /// Starts keeping `receipt` alive while the task is held.
     pub fn hold(&self, receipt: &Receipt, task: &Task) {
-        let lease = self.leases().lease(task.timeout.or(self.config.timeout));
+        let lease = self.leases().lease(self.config.timeout_for(task));
         if let Ok(mut held) = self.held.lock() {
             held.insert(receipt.clone(), lease);
         }

@@ -70,7 +70,7 @@ pub async fn run_due(
             let task = request.into_task();
             let queued = async {
                 let package = scheduling.signer.pack(&task)?;
-                let timeout = task.timeout.or(scheduling.config.timeout);
+                let timeout = scheduling.config.timeout_for(&task);
                 scheduling.broker.enqueue(&package, timeout).await?;
                 Ok::<(), ClientError>(())
             }
