@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use super::{Exit, Failure};
 use crate::client::{Client, ClientError, TaskRequest};
+use crate::cluster::worker::{proc_kib, rss_kib_of};
 use crate::config::Config;
 
 /// Cluster name the benchmark's tasks go to, so they never mix with real work.
@@ -334,24 +335,13 @@ fn parent_of(pid: u32) -> Option<u32> {
 
 fn sample_memory(sentinel: u32, memory: &mut Memory) {
     let pids = cluster_pids(sentinel);
-    let rss: u64 = pids
+    let rss: u64 = pids.iter().map(|pid| rss_kib_of(&pid.to_string())).sum();
+    let pss: u64 = pids
         .iter()
-        .map(|pid| crate::cluster::worker::rss_kib_of(&pid.to_string()))
+        .map(|pid| proc_kib(&pid.to_string(), "smaps_rollup", "Pss:"))
         .sum();
-    let pss: u64 = pids.iter().map(|pid| pss_kib(*pid)).sum();
     memory.peak_rss_kib = memory.peak_rss_kib.max(rss);
     memory.peak_pss_kib = memory.peak_pss_kib.max(pss);
-}
-
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix("Pss:"))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// The sum of two clock-tick fields of /proc/PID/stat (PID may be `self`), in seconds. Fields

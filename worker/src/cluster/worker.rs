@@ -158,12 +158,16 @@ pub fn own_rss_kib() -> u64 {
 
 /// Resident memory of process `pid` (or `self`) in KiB.
 pub fn rss_kib_of(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_kib(pid, "status", "VmRSS:")
+}
+
+/// A `NAME:  N kB` line of `/proc/PID/FILE`, in KiB; 0 where there is no such line or no /proc.
+pub fn proc_kib(pid: &str, file: &str, name: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name))
                 .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
