@@ -11,7 +11,7 @@ use q8s::task::ErrorKind;
 use q8s::{Client, Stat, TaskRequest};
 use serde_json::json;
 
-use crate::support::{TestDb, config, databases, flags};
+use crate::support::{TestDb, client, databases, flags};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -194,9 +194,7 @@ async fn finished_count(client: &Client, ids: &[String]) -> usize {
 async fn tasks_flow_end_to_end_and_sigterm_exits_cleanly() {
     for db in databases().await {
         let settings = ["workers=2", "bulk=10", "save_limit=0"];
-        let client = Client::connect(config(&db, &settings))
-            .await
-            .expect("client");
+        let client = client(&db, &settings).await;
         let ids = enqueue_many(
             &client,
             &TaskRequest::new("math.copysign").arg(2).arg(-2),
@@ -244,9 +242,7 @@ async fn sigterm_under_load_hands_back_held_tasks_and_loses_nothing() {
             "save_limit=0",
             "retry=300",
         ];
-        let client = Client::connect(config(&db, &settings))
-            .await
-            .expect("client");
+        let client = client(&db, &settings).await;
         let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.02), 300).await;
         let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
         while finished_count(&client, &ids[..20]).await < 20 {
@@ -291,9 +287,7 @@ async fn sigterm_under_load_hands_back_held_tasks_and_loses_nothing() {
 async fn kill_9_of_a_worker_mid_task_loses_nothing() {
     for db in databases().await {
         let settings = ["workers=2", "retry=2", "save_limit=0"];
-        let client = Client::connect(config(&db, &settings))
-            .await
-            .expect("client");
+        let client = client(&db, &settings).await;
         let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(1.5), 4).await;
         let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -315,9 +309,7 @@ async fn kill_9_of_a_worker_mid_task_loses_nothing() {
 async fn kill_9_of_the_whole_cluster_mid_load_loses_nothing() {
     for db in databases().await {
         let settings = ["workers=2", "bulk=10", "retry=2", "save_limit=0"];
-        let client = Client::connect(config(&db, &settings))
-            .await
-            .expect("client");
+        let client = client(&db, &settings).await;
         let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.01), 300).await;
         let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
         while finished_count(&client, &ids[..30]).await < 30 {
@@ -351,9 +343,7 @@ async fn kill_9_of_the_whole_cluster_mid_load_loses_nothing() {
 async fn timeout_kills_only_the_task_that_overran() {
     for db in databases().await {
         let settings = ["workers=2", "save_limit=0"];
-        let client = Client::connect(config(&db, &settings))
-            .await
-            .expect("client");
+        let client = client(&db, &settings).await;
         let slow = client
             .enqueue(TaskRequest {
                 timeout: Some(1),
@@ -387,9 +377,7 @@ async fn timeout_kills_only_the_task_that_overran() {
 async fn recycle_and_max_rss_replace_workers_and_stat_counts_them() {
     for db in databases().await {
         let settings = ["workers=1", "recycle=5", "max_rss=60000", "save_limit=0"];
-        let client = Client::connect(config(&db, &settings))
-            .await
-            .expect("client");
+        let client = client(&db, &settings).await;
         let mut ids = enqueue_many(&client, &TaskRequest::new("q8s.noop"), 20).await;
         ids.push(
             client
@@ -428,9 +416,7 @@ async fn tampered_package_never_runs() {
             .expect("chmod");
         let allow = format!("exec_allow={}/*", folder.path().display());
         let settings = ["workers=1", "save_limit=0", allow.as_str()];
-        let client = Client::connect(config(&db, &settings))
-            .await
-            .expect("client");
+        let client = client(&db, &settings).await;
         let genuine_marker = folder.path().join("genuine");
         let forged_marker = folder.path().join("forgeds");
         let forged = client
@@ -510,9 +496,7 @@ async fn hooks_are_called_once_per_finished_task() {
         let folder = tempfile::tempdir().expect("temporary folder");
         let hook_log = folder.path().join("hooks.log");
         let settings = ["workers=2", "ack_failures=true", "save_limit=0"];
-        let client = Client::connect(config(&db, &settings))
-            .await
-            .expect("client");
+        let client = client(&db, &settings).await;
         let hooked = |request: TaskRequest| TaskRequest {
             hook: Some("myapp.record_hook".into()),
             ..request
@@ -570,9 +554,7 @@ async fn hooks_are_called_once_per_finished_task() {
 async fn a_hung_worker_does_not_stall_the_others() {
     for db in databases().await {
         let settings = ["workers=2", "timeout=3", "save_limit=0"];
-        let client = Client::connect(config(&db, &settings))
-            .await
-            .expect("client");
+        let client = client(&db, &settings).await;
         let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
         let hung = cluster.worker_pids()[0];
         kill(Pid::from_raw(hung), Signal::SIGSTOP).expect("freeze a worker");
@@ -595,9 +577,7 @@ async fn a_long_task_is_not_delivered_again_while_it_runs() {
         // retry is 1 s and the task has no timeout: only extended receipts keep
         // the second worker from getting it while the first runs it.
         let settings = ["workers=2", "retry=1", "save_limit=0"];
-        let client = Client::connect(config(&db, &settings))
-            .await
-            .expect("client");
+        let client = client(&db, &settings).await;
         let id = client
             .enqueue(TaskRequest::new("time.sleep").arg(3.5))
             .await
@@ -646,9 +626,7 @@ async fn cluster_serves_health_readiness_and_metrics_and_pins_workers() {
         http_port.as_str(),
         "cpu_affinity=1",
     ];
-    let client = Client::connect(config(&db, &settings))
-        .await
-        .expect("client");
+    let client = client(&db, &settings).await;
     let ids = enqueue_many(&client, &TaskRequest::new("q8s.fail"), 3).await;
     // flags() turns HTTP off; the later --set in `settings` wins.
     let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
@@ -709,9 +687,7 @@ async fn a_timed_out_exec_program_does_not_outlive_its_task() {
         .expect("chmod");
     let allow = format!("exec_allow={}/*", folder.path().display());
     let settings = ["workers=1", "save_limit=0", allow.as_str()];
-    let client = Client::connect(config(&db, &settings))
-        .await
-        .expect("client");
+    let client = client(&db, &settings).await;
     let id = client
         .enqueue(TaskRequest {
             timeout: Some(1),
@@ -751,9 +727,7 @@ async fn a_cluster_whose_sentinel_is_pid_1_runs_tasks() {
     }
     let db = crate::support::sqlite();
     let settings = ["workers=2", "save_limit=0"];
-    let client = Client::connect(config(&db, &settings))
-        .await
-        .expect("client");
+    let client = client(&db, &settings).await;
     let ids = enqueue_many(&client, &TaskRequest::new("math.sqrt").arg(16), 20).await;
     let mut command = Command::new("unshare");
     command.args(unshare).arg(q8s_binary());
@@ -814,9 +788,7 @@ async fn redis_cluster_killed_mid_load_loses_nothing() {
         store_url.as_str(),
         name.as_str(),
     ];
-    let client = Client::connect(config(&store, &settings))
-        .await
-        .expect("client");
+    let client = client(&store, &settings).await;
     assert_eq!(client.broker().info().name, "redis");
     let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.01), 300).await;
     let cluster = ClusterProcess::start(&q8s_binary(), &store, &settings);
@@ -923,9 +895,7 @@ async fn redis_restarted_under_load_loses_nothing() {
         broker.as_str(),
         store_url.as_str(),
     ];
-    let client = Client::connect(config(&store, &settings))
-        .await
-        .expect("client");
+    let client = client(&store, &settings).await;
     let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.005), 1000).await;
     let cluster = ClusterProcess::start(&q8s_binary(), &store, &settings);
     while finished_count(&client, &ids[..100]).await < 100 {
@@ -963,9 +933,7 @@ async fn cached_results_live_in_redis_and_are_read_back_from_there() {
         store_url.as_str(),
         name.as_str(),
     ];
-    let client = Client::connect(config(&store, &settings))
-        .await
-        .expect("client");
+    let client = client(&store, &settings).await;
     let request = TaskRequest {
         group: Some(group.clone()),
         ..TaskRequest::new("math.copysign").arg(2).arg(-2)
@@ -1008,7 +976,7 @@ async fn cached_results_live_in_redis_and_are_read_back_from_there() {
     );
     // A SQL broker has no cache: asking for one says what to do.
     let sql = crate::support::sqlite();
-    let sql_client = Client::connect(config(&sql, &[])).await.expect("client");
+    let sql_client = crate::support::client(&sql, &[]).await;
     let error = sql_client
         .enqueue(TaskRequest {
             cached: Some(q8s::config::Cached::On),

@@ -3,13 +3,13 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use q8s::Clock;
 use q8s::cluster::scheduler::{Scheduling, run_due};
 use q8s::schedule::{Schedule, ScheduleType};
 use q8s::store::Schedules;
-use q8s::{Client, Clock};
 use serde_json::{Map, json};
 
-use crate::support::{config, databases, postgres};
+use crate::support::{client, databases, postgres};
 
 fn schedule(
     name: &str,
@@ -43,9 +43,7 @@ async fn catch_up_repeats_and_pause_follow_the_seed_with_a_moved_clock() {
     for db in databases().await {
         for catch_up in [true, false] {
             let flag = format!("catch_up={catch_up}");
-            let client = Client::connect(config(&db, &[flag.as_str()]))
-                .await
-                .expect("client");
+            let client = client(&db, &[flag.as_str()]).await;
             let schedules = Schedules::new(client.store().database().clone());
             let clock = Clock::manual(
                 DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
@@ -118,7 +116,7 @@ async fn catch_up_repeats_and_pause_follow_the_seed_with_a_moved_clock() {
 #[tokio::test]
 async fn once_with_negative_repeats_is_deleted_after_it_runs() {
     for db in databases().await {
-        let client = Client::connect(config(&db, &[])).await.expect("client");
+        let client = client(&db, &[]).await;
         let schedules = Schedules::new(client.store().database().clone());
         let now = Utc::now();
         schedules
@@ -166,9 +164,7 @@ async fn once_with_negative_repeats_is_deleted_after_it_runs() {
 async fn two_clusters_on_one_postgres_run_each_slot_of_a_missed_day_once() {
     let Some(db) = postgres().await else { return };
     let settings = ["workers=2", "bulk=50", "queue_limit=100", "save_limit=0"];
-    let client = Client::connect(config(&db, &settings))
-        .await
-        .expect("client");
+    let client = client(&db, &settings).await;
     let schedules = Schedules::new(client.store().database().clone());
     let day_ago = Utc::now() - chrono::Duration::days(1);
     schedules
@@ -213,9 +209,7 @@ async fn schedules_created_from_the_command_line_run_in_a_cluster_and_unknown_fu
  {
     for db in databases().await {
         let settings = ["workers=1", "save_limit=0"];
-        let client = Client::connect(config(&db, &settings))
-            .await
-            .expect("client");
+        let client = client(&db, &settings).await;
         let cli = |args: &[&str]| {
             let mut command = std::process::Command::new(crate::cluster::q8s_binary());
             for flag in crate::support::flags(&db, &settings) {

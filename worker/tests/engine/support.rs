@@ -86,6 +86,13 @@ pub fn flags(db: &TestDb, extra: &[&str]) -> Vec<String> {
     flags
 }
 
+/// A client on `db` configured with `extra`, as the test's clusters are.
+pub async fn client(db: &TestDb, extra: &[&str]) -> q8s::Client {
+    q8s::Client::connect(config(db, extra))
+        .await
+        .expect("client")
+}
+
 /// The configuration a test's client uses; the same flags as its clusters.
 pub fn config(db: &TestDb, extra: &[&str]) -> q8s::Config {
     q8s::Config::load(&q8s::config::Sources {
