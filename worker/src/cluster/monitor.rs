@@ -35,10 +35,8 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// A finished task on its way to the store.
 #[derive(Debug, Clone)]
 pub struct Finished {
-    /// The record to save.
-    pub record: TaskRecord,
-    /// The task's own `save`.
-    pub save: Option<bool>,
+    /// The record, with the task's own `save`: what the store needs.
+    pub stored: store::Finished,
     /// The task's own `ack_failure`.
     pub ack_failure: Option<bool>,
     /// Its delivery's receipt.
@@ -49,7 +47,7 @@ pub struct Finished {
 
 /// Whether a finished task is acknowledged with the broker.
 pub fn should_acknowledge(config: &Config, finished: &Finished) -> bool {
-    let record = &finished.record;
+    let record = &finished.stored.record;
     let max_attempts = config.max_attempts;
     record.success
         || finished.ack_failure.unwrap_or(config.ack_failures)
@@ -81,20 +79,12 @@ async fn save(shared: &Shared, batch: &[Finished]) {
             .cached
             .is_some_and(|c| c != crate::config::Cached::Off)
     });
-    let mut records: Vec<store::Finished> = stored
-        .iter()
-        .map(|finished| store::Finished {
-            record: finished.record.clone(),
-            save: finished.save,
-        })
-        .collect();
+    let mut records: Vec<&store::Finished> =
+        stored.iter().map(|finished| &finished.stored).collect();
     for finished in cached {
         if !cache(shared, finished).await {
             // No cache to keep it in: the store keeps it rather than nobody.
-            records.push(store::Finished {
-                record: finished.record.clone(),
-                save: finished.save,
-            });
+            records.push(&finished.stored);
         }
     }
     let mut failures = 0;
@@ -112,7 +102,7 @@ async fn save(shared: &Shared, batch: &[Finished]) {
     }
     for finished in batch {
         let metrics = &shared.metrics;
-        let record = &finished.record;
+        let record = &finished.stored.record;
         if record.success {
             metrics.tasks_succeeded.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -126,7 +116,7 @@ async fn save(shared: &Shared, batch: &[Finished]) {
 
 /// Keeps one result in the broker's cache; false when the broker has none or it failed.
 async fn cache(shared: &Shared, finished: &Finished) -> bool {
-    let record = &finished.record;
+    let record = &finished.stored.record;
     let Ok(json) = serde_json::to_string(record) else {
         return false;
     };
@@ -144,7 +134,7 @@ async fn cache(shared: &Shared, finished: &Finished) -> bool {
 /// Saves records one at a time, so one that can never be saved cannot hold
 /// back the others: it is logged, with its result, and left out. A store that
 /// is down is still waited for.
-async fn save_one_by_one(shared: &Shared, records: &[store::Finished]) {
+async fn save_one_by_one(shared: &Shared, records: &[&store::Finished]) {
     for record in records {
         let mut failures = 0;
         while let Err(error) = shared.store.save(record).await {
@@ -167,8 +157,8 @@ async fn save_one_by_one(shared: &Shared, records: &[store::Finished]) {
 async fn call_hooks(shared: &Arc<Shared>, batch: &[Finished]) {
     let hooked: Vec<TaskRecord> = batch
         .iter()
-        .filter(|finished| finished.record.hook.is_some())
-        .map(|finished| finished.record.clone())
+        .filter(|finished| finished.stored.record.hook.is_some())
+        .map(|finished| finished.stored.record.clone())
         .collect();
     if hooked.is_empty() {
         return;
@@ -237,8 +227,10 @@ mod tests {
             Err(TaskError::failed("no"))
         };
         Finished {
-            record: TaskRecord::finished(&task, outcome, Utc::now(), Utc::now(), attempts),
-            save: None,
+            stored: store::Finished {
+                record: TaskRecord::finished(&task, outcome, Utc::now(), Utc::now(), attempts),
+                save: None,
+            },
             ack_failure,
             receipt: Receipt("1.1".into()),
             cached: None,

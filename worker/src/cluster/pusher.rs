@@ -110,8 +110,10 @@ async fn accept(
         let record = TaskRecord::finished(&task, outcome, now, now, delivery.attempt);
         shared.metrics.result_queue.fetch_add(1, Ordering::Relaxed);
         let _ = results.send(Finished {
-            record,
-            save: task.save,
+            stored: crate::store::Finished {
+                record,
+                save: task.save,
+            },
             ack_failure: Some(true),
             receipt: delivery.receipt,
             cached: task.cached,

@@ -473,8 +473,10 @@ impl Driver {
             .result_queue
             .fetch_add(1, Ordering::Relaxed);
         let finished = Finished {
-            record,
-            save: held.task.save,
+            stored: crate::store::Finished {
+                record,
+                save: held.task.save,
+            },
             ack_failure: held.task.ack_failure,
             receipt: held.receipt.clone(),
             cached: held.task.cached,

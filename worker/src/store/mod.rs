@@ -76,14 +76,14 @@ impl Store {
 
     /// Saves one finished task; returns whether it was kept.
     pub async fn save(&self, finished: &Finished) -> Result<bool, StoreError> {
-        Ok(self.save_all(std::slice::from_ref(finished)).await? == 1)
+        Ok(self.save_all(&[finished]).await? == 1)
     }
 
     /// Saves finished tasks in one transaction, then prunes by the limits; returns how many were kept.
     ///
     /// A success is kept when its `save` says so, else when `save_limit` is not -1.
     /// Failures are always kept. A task saved twice (delivered again) keeps its last result.
-    pub async fn save_all(&self, batch: &[Finished]) -> Result<usize, StoreError> {
+    pub async fn save_all(&self, batch: &[&Finished]) -> Result<usize, StoreError> {
         let kept: Vec<&TaskRecord> = batch
             .iter()
             .filter(|f| !f.record.success || f.save.unwrap_or(self.save_limit >= 0))
