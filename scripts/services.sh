@@ -101,8 +101,46 @@ start_redis() {
   export Q8S_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
 }
 
+# moto's server mode stands in for SQS: a real SQS-compatible HTTP server, from PyPI.
+moto_version=5.2.5
+
+# Installs moto's server in a virtualenv of its own (kept across runs, outside
+# the clone), starts it on 127.0.0.1 (or finds ours running) and exports
+# Q8S_TEST_SQS_ENDPOINT.
+start_sqs() {
+  local venv="${Q8S_CACHE_DIR:-$HOME/.cache/q8s}/moto-$moto_version" data="$services_dir/sqs" port
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    echo "installing moto[server]==$moto_version from PyPI into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$moto_version" >&2
+  fi
+  mkdir -p "$data"
+  if [ -f "$data/moto.pid" ] && kill -0 "$(cat "$data/moto.pid")" 2>/dev/null; then
+    port=$(cat "$data/port")
+    echo "SQS (moto) already running on 127.0.0.1:$port ($data)" >&2
+  else
+    port=$(free_port)
+    echo "$port" >"$data/port"
+    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$data/moto.log" 2>&1 &
+    echo $! >"$data/moto.pid"
+    for _ in $(seq 1 100); do
+      python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null && break
+      sleep 0.2
+    done
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" \
+      || { cat "$data/moto.log" >&2; return 1; }
+    started_sqs="$data"
+    echo "SQS (moto) started on 127.0.0.1:$port ($data)" >&2
+  fi
+  export Q8S_TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
+}
+
 # Stops what this run started, and nothing else.
 stop_services() {
+  if [ -n "${started_sqs:-}" ] && [ -f "$started_sqs/moto.pid" ]; then
+    kill "$(cat "$started_sqs/moto.pid")" 2>/dev/null || true
+  fi
   if [ -n "${started_redis:-}" ] && [ -f "$started_redis/redis.pid" ]; then
     kill "$(cat "$started_redis/redis.pid")" 2>/dev/null || true
   fi

@@ -144,9 +144,9 @@ pub struct Config {
     pub http_port: u16,
     /// Address the HTTP endpoints listen on (`0.0.0.0`).
     pub http_host: String,
-    /// The seed's `redis` option: a URL or connection table (Redis broker: not built yet).
+    /// The seed's `redis` option: a URL or connection table for the Redis broker.
     pub redis: Option<toml::Value>,
-    /// The seed's `sqs` option: a connection table (SQS broker: not built yet).
+    /// The seed's `sqs` option: region, keys and endpoint of the SQS broker.
     pub sqs: Option<toml::Value>,
     /// The seed's `orm` option: here, the URL of the SQL broker's database.
     pub orm: Option<String>,
@@ -757,9 +757,9 @@ pub enum BrokerKind {
     Sqlite,
     /// The SQL broker on PostgreSQL.
     Postgres,
-    /// Redis (not built yet).
+    /// Redis.
     Redis,
-    /// Amazon SQS or a compatible server (not built yet).
+    /// Amazon SQS or a compatible server.
     Sqs,
 }
 

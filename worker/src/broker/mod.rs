@@ -8,6 +8,8 @@
 
 pub mod redis;
 pub mod sql;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,8 @@ use crate::store::{Database, DatabaseError};
 
 pub use redis::RedisBroker;
 pub use sql::SqlBroker;
+#[cfg(feature = "sqs")]
+pub use sqs::SqsBroker;
 
 /// Why a broker call failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +37,28 @@ pub enum BrokerError {
     /// Redis failed.
     #[error("redis: {0}")]
     Redis(String),
+    /// SQS, or the SQS-compatible server, failed.
+    #[error("sqs: {0}")]
+    Sqs(String),
+    /// The broker's settings are wrong: the message says which and how to fix them.
+    #[error("{0}")]
+    Config(String),
+    /// The package is larger than this broker takes.
+    #[error("{0}")]
+    TooLarge(String),
     /// A receipt this broker did not issue.
     #[error("not a receipt of this broker: {0:?}")]
     BadReceipt(String),
+}
+
+impl BrokerError {
+    /// Whether the caller must change the command or configuration (rather than wait for the broker).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::Unsupported(_) | BrokerError::Config(_) | BrokerError::TooLarge(_)
+        )
+    }
 }
 
 impl From<sqlx::Error> for BrokerError {
@@ -203,7 +226,7 @@ pub async fn connect(
     if let Some((option, _)) = config.foreign_brokers.iter().next() {
         return Err(BrokerError::Unsupported(format!(
             "option `{option}` names a broker q8s does not have; \
-             use broker = \"sqlite://…\", \"postgres://…\" (or redis:// and sqs:// once built)"
+             use broker = \"sqlite://…\", \"postgres://…\", \"redis://…\" or \"sqs://…\""
         )));
     }
     let kind = broker_kind(&config.broker).map_err(BrokerError::Unsupported)?;
@@ -213,7 +236,11 @@ pub async fn connect(
                 Some(database) if config.broker == config.store => database.clone(),
                 _ => Database::connect(&config.broker).await?,
             };
-            Ok(Arc::new(SqlBroker::new(database, &config.name, Leases::from_config(config))))
+            Ok(Arc::new(SqlBroker::new(
+                database,
+                &config.name,
+                Leases::from_config(config),
+            )))
         }
         BrokerKind::Redis => Ok(Arc::new(
             RedisBroker::connect(
@@ -224,8 +251,21 @@ pub async fn connect(
             )
             .await?,
         )),
+        #[cfg(feature = "sqs")]
+        BrokerKind::Sqs => Ok(Arc::new(
+            SqsBroker::connect(
+                &sqs::SqsSettings::from_config(config)?,
+                &config.name,
+                Leases::from_config(config),
+                Duration::from_secs_f64(config.poll),
+            )
+            .await?,
+        )),
+        #[cfg(not(feature = "sqs"))]
         BrokerKind::Sqs => Err(BrokerError::Unsupported(
-            "the SQS broker is not built yet in this version; use broker = \"sqlite://q8s.db\" or \"postgres://…\"".into(),
+            "this q8s was built without the SQS broker; build it with `--features sqs` \
+             (on by default), or use a sqlite://, postgres:// or redis:// broker"
+                .into(),
         )),
     }
 }

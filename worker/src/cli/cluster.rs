@@ -13,7 +13,7 @@ impl From<ClusterError> for Failure {
     fn from(error: ClusterError) -> Failure {
         let exit = match &error {
             ClusterError::Config(_) | ClusterError::Package(_) => Exit::Usage,
-            ClusterError::Broker(crate::broker::BrokerError::Unsupported(_)) => Exit::Usage,
+            ClusterError::Broker(error) if error.is_usage() => Exit::Usage,
             ClusterError::Database(_) | ClusterError::Broker(_) => Exit::Unavailable,
             ClusterError::Io(_) => Exit::Failed,
         };

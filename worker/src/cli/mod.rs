@@ -263,7 +263,7 @@ impl From<ClientError> for Failure {
             | ClientError::Package(_)
             | ClientError::Invalid(_)
             | ClientError::Registry(_) => Exit::Usage,
-            ClientError::Broker(crate::broker::BrokerError::Unsupported(_)) => Exit::Usage,
+            ClientError::Broker(error) if error.is_usage() => Exit::Usage,
             ClientError::Broker(_) | ClientError::Store(_) => Exit::Unavailable,
         };
         Failure::new(exit, error.to_string())
@@ -315,7 +315,11 @@ pub fn main_with(registry: &RegistryFactory) -> ExitCode {
 
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("Q8S_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        // The AWS SDK warns about each place it looked for a region in vain;
+        // q8s says clearly when none was found.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{default},aws_config=error"))
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -1,4 +1,5 @@
-//! Real clusters as processes, against SQLite and PostgreSQL: tasks flow, faults lose nothing.
+//! Real clusters as processes, on SQLite and PostgreSQL and, where a case
+//! says so, on every broker: tasks flow, faults lose nothing.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use q8s::task::ErrorKind;
 use q8s::{Client, Stat, TaskRequest};
 use serde_json::json;
 
-use crate::support::{TestDb, client, databases, flags};
+use crate::support::{OnBroker, TestDb, client, databases, every_broker, flags};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -302,40 +303,6 @@ async fn kill_9_of_a_worker_mid_task_loses_nothing() {
             "{}: the dead worker was replaced\n{log}",
             db.label
         );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_whole_cluster_mid_load_loses_nothing() {
-    for db in databases().await {
-        let settings = ["workers=2", "bulk=10", "retry=2", "save_limit=0"];
-        let client = client(&db, &settings).await;
-        let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.01), 300).await;
-        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
-        while finished_count(&client, &ids[..30]).await < 30 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let workers = cluster.kill9();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            workers.iter().all(|pid| !alive(*pid)),
-            "{}: workers outlived their sentinel",
-            db.label
-        );
-        let finished = finished_count(&client, &ids).await;
-        assert!(
-            finished < 300,
-            "{}: the kill came too late to test anything",
-            db.label
-        );
-        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
-        assert_eq!(
-            wait_for_results(&client, &ids).await,
-            300,
-            "{}: every accepted task finished",
-            db.label
-        );
-        cluster.stop();
     }
 }
 
@@ -770,51 +737,6 @@ async fn a_cluster_whose_sentinel_is_pid_1_runs_tasks() {
     assert!(text.contains("has stopped."), "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_killed_mid_load_loses_nothing() {
-    let Some(redis) = crate::support::redis_url() else {
-        return;
-    };
-    let store = crate::support::sqlite();
-    let broker = format!("broker={redis}");
-    let store_url = format!("store={}", store.url);
-    let name = format!("name=test-{}", uuid::Uuid::new_v4().simple());
-    let settings = [
-        "workers=2",
-        "bulk=10",
-        "retry=2",
-        "save_limit=0",
-        broker.as_str(),
-        store_url.as_str(),
-        name.as_str(),
-    ];
-    let client = client(&store, &settings).await;
-    assert_eq!(client.broker().info().name, "redis");
-    let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.01), 300).await;
-    let cluster = ClusterProcess::start(&q8s_binary(), &store, &settings);
-    while finished_count(&client, &ids[..30]).await < 30 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cluster.kill9();
-    assert!(
-        finished_count(&client, &ids).await < 300,
-        "the kill came too late to test anything"
-    );
-    let cluster = ClusterProcess::start(&q8s_binary(), &store, &settings);
-    assert_eq!(
-        wait_for_results(&client, &ids).await,
-        300,
-        "every accepted task finished"
-    );
-    cluster.stop();
-    let broker = client.broker();
-    assert_eq!(
-        broker.queue_size().await.expect("size") + broker.lock_size().await.expect("locks"),
-        0
-    );
-    broker.delete_queue().await.expect("clean up");
-}
-
 /// A redis-server of a test's own, on a port it chose, with an append-only file.
 struct PrivateRedis {
     child: Child,
@@ -985,4 +907,171 @@ async fn cached_results_live_in_redis_and_are_read_back_from_there() {
         .await
         .expect_err("refused");
     assert!(error.to_string().contains("redis://"), "{error}");
+}
+
+/// Settings as the `&[&str]` the helpers take.
+fn strs(settings: &[String]) -> Vec<&str> {
+    settings.iter().map(String::as_str).collect()
+}
+
+impl OnBroker {
+    async fn client(&self, settings: &[String]) -> Client {
+        client(&self.store, &strs(settings)).await
+    }
+
+    fn cluster(&self, settings: &[String]) -> ClusterProcess {
+        ClusterProcess::start(&q8s_binary(), &self.store, &strs(settings))
+    }
+}
+
+/// Nothing is left in the broker: every package was acknowledged.
+async fn assert_broker_empty(on: &OnBroker, client: &Client) {
+    let broker = client.broker();
+    assert_eq!(
+        broker.queue_size().await.expect("size") + broker.lock_size().await.expect("locks"),
+        0,
+        "{}: packages left in the broker",
+        on.label
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_whole_cluster_mid_load_loses_nothing() {
+    for on in every_broker().await {
+        let settings = on.with(&["workers=2", "bulk=10", "retry=2", "save_limit=0"]);
+        let client = on.client(&settings).await;
+        assert!(client.broker().info().name.ends_with(on.label));
+        let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.01), 300).await;
+        let cluster = on.cluster(&settings);
+        while finished_count(&client, &ids[..30]).await < 30 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let workers = cluster.kill9();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            workers.iter().all(|pid| !alive(*pid)),
+            "{}: workers outlived their sentinel",
+            on.label
+        );
+        assert!(
+            finished_count(&client, &ids).await < 300,
+            "{}: the kill came too late to test anything",
+            on.label
+        );
+        let cluster = on.cluster(&settings);
+        assert_eq!(
+            wait_for_results(&client, &ids).await,
+            300,
+            "{}: every accepted task finished",
+            on.label
+        );
+        cluster.stop();
+        assert_broker_empty(&on, &client).await;
+    }
+}
+
+/// A program for `exec` that appends its input (the task's arguments) to `runs`.
+fn recording_program(folder: &Path) -> PathBuf {
+    let program = folder.join("record");
+    let runs = folder.join("runs");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\nline=$(cat)\nprintf '%s\\n' \"$line\" >> '{}'\necho null\n",
+            runs.display()
+        ),
+    )
+    .expect("program");
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    program
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_on_one_queue_run_each_task_once() {
+    for on in every_broker().await {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let program = recording_program(folder.path());
+        let allow = format!("exec_allow={}/*", folder.path().display());
+        let settings = on.with(&["workers=2", "bulk=5", "save_limit=0", allow.as_str()]);
+        let client = on.client(&settings).await;
+        let first = on.cluster(&settings);
+        let second = on.cluster(&settings);
+        let total = 200;
+        let mut ids = Vec::new();
+        for n in 0..total {
+            let request = TaskRequest::new("exec")
+                .arg(program.display().to_string())
+                .arg(n);
+            ids.push(client.enqueue(request).await.expect("enqueue"));
+        }
+        assert_eq!(wait_for_results(&client, &ids).await, total, "{}", on.label);
+        first.stop();
+        second.stop();
+        let runs = std::fs::read_to_string(folder.path().join("runs")).expect("runs");
+        let lines: Vec<&str> = runs.lines().collect();
+        let unique: HashSet<&str> = lines.iter().copied().collect();
+        assert_eq!(lines.len(), total, "{}: one run per task", on.label);
+        assert_eq!(unique.len(), total, "{}: no task ran twice", on.label);
+        assert_broker_empty(&on, &client).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_gives_up_and_saves_the_task_as_failed() {
+    for on in every_broker().await {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        // Kills its own worker, as a crash would: the task never finishes.
+        let program = folder.path().join("crash");
+        std::fs::write(&program, "#!/bin/sh\nkill -9 $PPID\nsleep 5\n").expect("program");
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let allow = format!("exec_allow={}/*", folder.path().display());
+        let settings = on.with(&["workers=1", "retry=1", "max_attempts=2", allow.as_str()]);
+        let client = on.client(&settings).await;
+        let cluster = on.cluster(&settings);
+        let crash = client
+            .enqueue(TaskRequest::new("exec").arg(program.display().to_string()))
+            .await
+            .expect("enqueue");
+        let fine = client
+            .enqueue(TaskRequest::new("math.copysign").arg(2).arg(-2))
+            .await
+            .expect("enqueue");
+        wait_for_results(&client, &[crash.clone(), fine.clone()]).await;
+        let record = client.fetch(&crash).await.expect("fetch").expect("saved");
+        assert!(!record.success, "{}", on.label);
+        assert_eq!(
+            record.error_kind,
+            Some(ErrorKind::WorkerLost),
+            "{}",
+            on.label
+        );
+        assert_eq!(
+            record.attempts, 3,
+            "{}: given up on the third delivery",
+            on.label
+        );
+        assert!(
+            client
+                .fetch(&fine)
+                .await
+                .expect("fetch")
+                .expect("saved")
+                .success
+        );
+        let log = cluster.stop();
+        assert!(
+            log.contains("gave up after 2 attempts"),
+            "{}:\n{log}",
+            on.label
+        );
+        assert_broker_empty(&on, &client).await;
+    }
 }

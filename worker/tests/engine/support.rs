@@ -103,7 +103,7 @@ pub fn config(db: &TestDb, extra: &[&str]) -> q8s::Config {
     .expect("test configuration")
 }
 
-/// A broker backend for the conformance suite: a SQL database, or a Redis server.
+/// A broker backend for the conformance suite: a SQL database, a Redis server or an SQS server.
 pub enum Backend {
     /// The SQL broker on SQLite or PostgreSQL.
     Sql(TestDb),
@@ -111,6 +111,14 @@ pub enum Backend {
     Redis {
         /// The server.
         url: String,
+        /// Prepended to queue names.
+        prefix: String,
+    },
+    /// The SQS broker on an SQS-compatible server; `prefix` keeps each test's queues apart.
+    #[cfg(feature = "sqs")]
+    Sqs {
+        /// The server's URL.
+        endpoint: String,
         /// Prepended to queue names.
         prefix: String,
     },
@@ -122,7 +130,23 @@ impl Backend {
         match self {
             Backend::Sql(db) => db.label,
             Backend::Redis { .. } => "redis",
+            #[cfg(feature = "sqs")]
+            Backend::Sqs { .. } => "sqs",
         }
+    }
+
+    /// Whether the broker keeps time by the test's manual clock; SQS keeps the server's.
+    pub fn follows_clock(&self) -> bool {
+        #[cfg(feature = "sqs")]
+        if let Backend::Sqs { .. } = self {
+            return false;
+        }
+        true
+    }
+
+    /// Whether the broker hands packages out in the order they were queued.
+    pub fn keeps_order(&self) -> bool {
+        self.follows_clock()
     }
 
     /// A broker for `queue` on this backend, reading time from `clock`.
@@ -148,8 +172,52 @@ impl Backend {
                 .await
                 .expect("redis broker"),
             ),
+            #[cfg(feature = "sqs")]
+            Backend::Sqs { endpoint, prefix } => {
+                std::sync::Arc::new(sqs_broker(endpoint, &format!("{prefix}{queue}"), leases).await)
+            }
         }
     }
+}
+
+#[cfg(feature = "sqs")]
+/// An SQS broker for `queue` on the test server, with `leases`.
+pub async fn sqs_broker(
+    endpoint: &str,
+    queue: &str,
+    leases: q8s::broker::Leases,
+) -> q8s::broker::SqsBroker {
+    q8s::broker::SqsBroker::connect(
+        &sqs_settings(endpoint, queue),
+        "default",
+        leases,
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .expect("sqs broker")
+}
+
+#[cfg(feature = "sqs")]
+/// Settings for `queue` on the test server: any keys do for it.
+pub fn sqs_settings(endpoint: &str, queue: &str) -> q8s::broker::sqs::SqsSettings {
+    q8s::broker::sqs::SqsSettings {
+        queue: q8s::broker::sqs::QueueRef::Name(queue.to_string()),
+        region: Some("us-east-1".into()),
+        credentials: Some(("testing".into(), "testing".into())),
+        endpoint: Some(endpoint.to_string()),
+    }
+}
+
+#[cfg(feature = "sqs")]
+/// The configuration flags that put a test's cluster and client on SQS queue `queue`.
+pub fn sqs_flags(endpoint: &str, queue: &str) -> Vec<String> {
+    vec![
+        format!("broker=sqs://{queue}"),
+        format!(
+            "sqs={{ aws_region = \"us-east-1\", aws_access_key_id = \"testing\", \
+             aws_secret_access_key = \"testing\", endpoint_url = \"{endpoint}\" }}"
+        ),
+    ]
 }
 
 impl Backend {
@@ -195,8 +263,119 @@ impl Backend {
                         .expect("tamper");
                 }
             }
+            #[cfg(feature = "sqs")]
+            Backend::Sqs { endpoint, prefix } => {
+                // SQS cannot change a message in place: swap each for a changed copy.
+                let broker = sqs_broker(
+                    endpoint,
+                    &format!("{prefix}{queue}"),
+                    q8s::broker::Leases {
+                        retry: std::time::Duration::from_secs(60),
+                        margin: std::time::Duration::from_secs(0),
+                    },
+                )
+                .await;
+                let url = broker.queue_url().to_string();
+                let sdk = broker.client();
+                let received = sdk
+                    .receive_message()
+                    .queue_url(&url)
+                    .max_number_of_messages(10)
+                    .message_attribute_names("All")
+                    .send()
+                    .await
+                    .expect("receive to tamper");
+                for message in received.messages() {
+                    let mut attributes = message.message_attributes().cloned().unwrap_or_default();
+                    let package = attributes
+                        .get("q8s-package")
+                        .and_then(|value| value.binary_value())
+                        .map(|blob| blob.as_ref().to_vec())
+                        .expect("a q8s message");
+                    attributes.insert(
+                        "q8s-package".into(),
+                        q8s::broker::sqs::aws_sdk_sqs::types::MessageAttributeValue::builder()
+                            .data_type("Binary")
+                            .binary_value(q8s::broker::sqs::aws_sdk_sqs::primitives::Blob::new(
+                                change(package),
+                            ))
+                            .build()
+                            .expect("attribute"),
+                    );
+                    sdk.send_message()
+                        .queue_url(&url)
+                        .message_body(message.body().unwrap_or("q8s"))
+                        .set_message_attributes(Some(attributes))
+                        .send()
+                        .await
+                        .expect("send the tampered copy");
+                    sdk.delete_message()
+                        .queue_url(&url)
+                        .receipt_handle(message.receipt_handle().expect("handle"))
+                        .send()
+                        .await
+                        .expect("delete the original");
+                }
+            }
         }
     }
+}
+
+/// A cluster's broker for the tests that run on every broker: its settings and the store beside it.
+pub struct OnBroker {
+    /// `sqlite`, `postgres`, `redis` or `sqs`, for assertion messages.
+    pub label: &'static str,
+    /// Where results are saved: the broker's own database, else a SQLite file.
+    pub store: TestDb,
+    /// `option=value` settings that select the broker, a queue of the test's own, and the store.
+    pub settings: Vec<String>,
+}
+
+impl OnBroker {
+    /// This broker's settings followed by `extra`.
+    pub fn with(&self, extra: &[&str]) -> Vec<String> {
+        let mut settings = self.settings.clone();
+        settings.extend(extra.iter().map(|s| s.to_string()));
+        settings
+    }
+}
+
+/// SQLite, PostgreSQL, Redis and SQS, each with a queue of the test's own.
+pub async fn every_broker() -> Vec<OnBroker> {
+    let mut brokers: Vec<OnBroker> = databases()
+        .await
+        .into_iter()
+        .map(|db| OnBroker {
+            label: db.label,
+            settings: Vec::new(),
+            store: db,
+        })
+        .collect();
+    let name = || format!("test-{}", uuid::Uuid::new_v4().simple());
+    if let Some(url) = redis_url() {
+        let store = sqlite();
+        brokers.push(OnBroker {
+            label: "redis",
+            settings: vec![
+                format!("broker={url}"),
+                format!("store={}", store.url),
+                format!("name={}", name()),
+            ],
+            store,
+        });
+    }
+    #[cfg(feature = "sqs")]
+    if let Some(endpoint) = sqs_endpoint() {
+        let store = sqlite();
+        let mut settings = sqs_flags(&endpoint, &name());
+        settings.push(format!("store={}", store.url));
+        brokers.push(OnBroker {
+            label: "sqs",
+            settings,
+            store,
+        });
+    }
+    brokers
 }
 
 /// The Redis server of the test run, or `None` when none is configured and none is required.
@@ -215,12 +394,34 @@ pub fn redis_url() -> Option<String> {
     }
 }
 
-/// Every broker backend available: SQLite, PostgreSQL and Redis.
+#[cfg(feature = "sqs")]
+/// The SQS-compatible server of the test run, or `None` when none is configured and none is required.
+pub fn sqs_endpoint() -> Option<String> {
+    match std::env::var("Q8S_TEST_SQS_ENDPOINT") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("Q8S_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!(
+                "Q8S_TEST_REQUIRE_SERVICES=1 but Q8S_TEST_SQS_ENDPOINT is not set: run scripts/test"
+            )
+        }
+        Err(_) => {
+            eprintln!("skipping SQS: Q8S_TEST_SQS_ENDPOINT is not set (scripts/test sets it)");
+            None
+        }
+    }
+}
+
+/// Every broker backend available: SQLite, PostgreSQL, Redis and SQS.
 pub async fn backends() -> Vec<Backend> {
     let mut backends: Vec<Backend> = databases().await.into_iter().map(Backend::Sql).collect();
     if let Some(url) = redis_url() {
         let prefix = format!("test-{}-", uuid::Uuid::new_v4().simple());
         backends.push(Backend::Redis { url, prefix });
+    }
+    #[cfg(feature = "sqs")]
+    if let Some(endpoint) = sqs_endpoint() {
+        let prefix = format!("test-{}-", uuid::Uuid::new_v4().simple());
+        backends.push(Backend::Sqs { endpoint, prefix });
     }
     backends
 }
