@@ -38,8 +38,6 @@ pub struct Done {
     pub started: DateTime<Utc>,
     /// When it returned.
     pub stopped: DateTime<Utc>,
-    /// The worker's resident memory after the task, in KiB.
-    pub rss_kib: u64,
 }
 
 fn too_large(length: usize) -> io::Error {

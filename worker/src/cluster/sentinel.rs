@@ -393,13 +393,10 @@ impl Driver {
         if worker.tasks_done >= config.recycle {
             return Some(format!("{} tasks (recycle)", worker.tasks_done));
         }
+        // Reading /proc costs as much as a no-op task: only when there is a limit.
+        let limit = config.max_rss?;
         let rss = super::worker::rss_kib_of(&worker.pid.to_string());
-        match config.max_rss {
-            Some(limit) if rss > limit => {
-                Some(format!("using {rss} KiB, over max_rss {limit} KiB"))
-            }
-            _ => None,
-        }
+        (rss > limit).then(|| format!("using {rss} KiB, over max_rss {limit} KiB"))
     }
 
     /// Runs one task on `worker`; returns false when the worker must be replaced.

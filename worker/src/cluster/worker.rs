@@ -151,11 +151,6 @@ fn kill_group(pid: u32) {
     }
 }
 
-/// Resident memory of this process in KiB, from /proc (0 where there is no /proc).
-pub fn own_rss_kib() -> u64 {
-    rss_kib_of("self")
-}
-
 /// Resident memory of process `pid` (or `self`) in KiB.
 pub fn rss_kib_of(pid: &str) -> u64 {
     proc_kib(pid, "status", "VmRSS:")
@@ -225,7 +220,6 @@ pub fn run_worker_process(
             outcome,
             started,
             stopped,
-            rss_kib: own_rss_kib(),
         };
         pipe::write_frame(&mut output, &done)?;
     }
