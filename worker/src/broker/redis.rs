@@ -36,7 +36,9 @@ use crate::package::Package;
 
 /// Moves expired deliveries back to the waiting list, then takes up to ARGV[4]
 /// ids: counts the delivery and sets its deadline. Ids whose package is gone
-/// (acknowledged while they waited again) are dropped.
+/// (acknowledged while they waited again) are dropped. Every step moves an id
+/// between the waiting list and the in-flight set in one script, so an id is
+/// never in both, and a popped id needs no in-flight check.
 const DEQUEUE: &str = r"
 local waiting, packages, timeouts, deliveries, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, retry, margin, bulk = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -46,14 +48,15 @@ for _, id in ipairs(expired) do
   redis.call('RPUSH', waiting, id)
 end
 local out = {}
+local any_timeouts = redis.call('EXISTS', timeouts) == 1
 while #out < bulk * 3 do
   local id = redis.call('RPOP', waiting)
   if not id then break end
   local package = redis.call('HGET', packages, id)
-  if package and not redis.call('ZSCORE', inflight, id) then
+  if package then
     local count = redis.call('HINCRBY', deliveries, id, 1)
     local lease = retry
-    local timeout = redis.call('HGET', timeouts, id)
+    local timeout = any_timeouts and redis.call('HGET', timeouts, id)
     if timeout then lease = math.max(retry, tonumber(timeout) * 1000 + margin) end
     redis.call('ZADD', inflight, now + lease, id)
     table.insert(out, id)
@@ -85,11 +88,12 @@ return first
 
 /// Removes a package everywhere but the waiting list (a stale id there is dropped when popped).
 const REMOVE: &str = r"
+local any_timeouts = redis.call('EXISTS', KEYS[3]) == 1
 for i = 1, #ARGV do
   local id = ARGV[i]
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
-  redis.call('HDEL', KEYS[3], id)
+  if any_timeouts then redis.call('HDEL', KEYS[3], id) end
   redis.call('HDEL', KEYS[4], id)
 end
 return #ARGV
@@ -324,10 +328,13 @@ impl Broker for RedisBroker {
             .await
             .map_err(redis_error)?;
         let mut deliveries = Vec::with_capacity(flat.len() / 3);
-        for triple in flat.chunks_exact(3) {
-            let id: i64 = redis::from_redis_value(triple[0].clone()).map_err(redis_error)?;
-            let count: i64 = redis::from_redis_value(triple[1].clone()).map_err(redis_error)?;
-            let bytes: Vec<u8> = redis::from_redis_value(triple[2].clone()).map_err(redis_error)?;
+        let mut values = flat.into_iter();
+        while let (Some(id), Some(count), Some(bytes)) =
+            (values.next(), values.next(), values.next())
+        {
+            let id: i64 = redis::from_redis_value(id).map_err(redis_error)?;
+            let count: i64 = redis::from_redis_value(count).map_err(redis_error)?;
+            let bytes: Vec<u8> = redis::from_redis_value(bytes).map_err(redis_error)?;
             deliveries.push(Delivery {
                 receipt: Receipt::new(id, count),
                 package: Package::from_bytes(bytes),
