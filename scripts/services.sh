@@ -78,9 +78,19 @@ start_postgres() {
 
 # Installs redis-server if missing, starts one on 127.0.0.1 (or finds ours
 # running) with its data in a folder of its own, and exports Q8S_TEST_REDIS_URL.
+# The test server keeps an append-only file (tests restart servers and count
+# tasks); with Q8S_REDIS_PROFILE=bench a second server runs with redis-server's
+# own default persistence, the Redis other task queues are measured on.
 start_redis() {
   command -v redis-server >/dev/null || apt_install redis-server
-  local data="$services_dir/redis" port
+  local profile="${Q8S_REDIS_PROFILE:-test}" data port persistence
+  if [ "$profile" = bench ]; then
+    data="$services_dir/redis-bench"
+    persistence=(--appendonly no)
+  else
+    data="$services_dir/redis"
+    persistence=(--save "" --appendonly yes)
+  fi
   mkdir -p "$data"
   if [ -f "$data/redis.pid" ] && kill -0 "$(cat "$data/redis.pid")" 2>/dev/null; then
     port=$(cat "$data/port")
@@ -89,13 +99,13 @@ start_redis() {
     port=$(free_port)
     echo "$port" >"$data/port"
     redis-server --bind 127.0.0.1 --port "$port" --dir "$data" --pidfile "$data/redis.pid" \
-      --logfile "$data/redis.log" --daemonize yes --save "" --appendonly yes --protected-mode yes >/dev/null
+      --logfile "$data/redis.log" --daemonize yes "${persistence[@]}" --protected-mode yes >/dev/null
     for _ in $(seq 1 100); do
       redis-cli -p "$port" ping >/dev/null 2>&1 && break
       sleep 0.1
     done
     redis-cli -p "$port" ping >/dev/null || { cat "$data/redis.log" >&2; return 1; }
-    started_redis="$data"
+    [ "$profile" = bench ] || started_redis="$data"
     echo "Redis started on 127.0.0.1:$port ($data)" >&2
   fi
   export Q8S_TEST_REDIS_URL="redis://127.0.0.1:$port/0"

@@ -626,7 +626,8 @@ impl Config {
                     table => redis_url(table),
                 };
             } else if self.sqs.is_some() {
-                self.broker = format!("sqs://{}", self.name);
+                // The queue is named after the cluster when the broker connects.
+                self.broker = "sqs://".into();
             }
         }
         if self.store.is_empty() {

@@ -76,7 +76,7 @@ pub enum QueueRef {
 impl SqsSettings {
     /// The settings `config` gives: `broker` names the queue, the `sqs` table the rest.
     pub fn from_config(config: &Config) -> Result<SqsSettings, BrokerError> {
-        let queue = queue_ref(&config.broker)?;
+        let queue = queue_ref(&config.broker, &config.name)?;
         let mut settings = SqsSettings {
             queue,
             region: None,
@@ -135,9 +135,13 @@ impl SqsSettings {
     }
 }
 
-fn queue_ref(broker: &str) -> Result<QueueRef, BrokerError> {
+/// The queue `broker` names; `sqs://` alone names it after the cluster, as the seed did.
+fn queue_ref(broker: &str, cluster: &str) -> Result<QueueRef, BrokerError> {
     if let Some(name) = broker.strip_prefix("sqs://") {
-        let name = name.trim_end_matches('/');
+        let name = match name.trim_end_matches('/') {
+            "" => cluster,
+            name => name,
+        };
         let valid = !name.is_empty()
             && name.len() <= 80
             && name
@@ -692,16 +696,23 @@ mod tests {
     #[test]
     fn queue_is_named_by_sqs_url_or_given_by_its_https_url() {
         assert_eq!(
-            queue_ref("sqs://reports").expect("name"),
+            queue_ref("sqs://reports", "default").expect("name"),
             QueueRef::Name("reports".into())
         );
         assert_eq!(
-            queue_ref("sqs://orders.fifo").expect("fifo name"),
+            queue_ref("sqs://", "default").expect("the cluster's"),
+            QueueRef::Name("default".into())
+        );
+        assert_eq!(
+            queue_ref("sqs://orders.fifo", "default").expect("fifo name"),
             QueueRef::Name("orders.fifo".into())
         );
         let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/reports";
-        assert_eq!(queue_ref(url).expect("url"), QueueRef::Url(url.into()));
-        let error = queue_ref("sqs://bad name").expect_err("space");
+        assert_eq!(
+            queue_ref(url, "default").expect("url"),
+            QueueRef::Url(url.into())
+        );
+        let error = queue_ref("sqs://bad name", "default").expect_err("space");
         assert!(error.to_string().contains("sqs://NAME"), "{error}");
     }
 

@@ -148,7 +148,8 @@ pub(super) async fn bench(
         }
         let enqueue_seconds = started.elapsed().as_secs_f64();
         report["enqueue_rate"] = json!(args.tasks as f64 / enqueue_seconds);
-        report["enqueue_batched_rate"] = json!(batched_enqueue_rate(&config, &payload).await?);
+        report["enqueue_batched_rate"] =
+            json!(batched_enqueue_rate(&config, &payload, args.tasks).await?);
 
         let started = Instant::now();
         let mut cluster = start_cluster(&config_args, &cluster_flags)?;
@@ -200,17 +201,23 @@ pub(super) async fn bench(
     Ok(Exit::Ok)
 }
 
-/// Tasks per second enqueued in transactions of `BATCH`, on a queue of their own.
-async fn batched_enqueue_rate(config: &Config, payload: &str) -> Result<f64, Failure> {
+/// Tasks per second enqueued in transactions of `BATCH`, on a queue of their own:
+/// `BATCHED_TASKS`, or as many as the run has tasks if that is fewer.
+async fn batched_enqueue_rate(
+    config: &Config,
+    payload: &str,
+    tasks: usize,
+) -> Result<f64, Failure> {
     let mut batch_config = config.clone();
     batch_config.name = format!("{BENCH_QUEUE}-batched");
     let client = Client::connect(batch_config).await?;
     let request = TaskRequest::new("q8s.noop").arg(payload.to_string());
+    let batches = (BATCHED_TASKS.min(tasks) / BATCH).max(1);
     let started = Instant::now();
-    for _ in 0..BATCHED_TASKS / BATCH {
+    for _ in 0..batches {
         client.enqueue_all(vec![request.clone(); BATCH]).await?;
     }
-    let rate = BATCHED_TASKS as f64 / started.elapsed().as_secs_f64();
+    let rate = (batches * BATCH) as f64 / started.elapsed().as_secs_f64();
     client
         .broker()
         .purge_queue()
