@@ -122,7 +122,8 @@ start_sqs() {
   if [ ! -x "$venv/bin/moto_server" ]; then
     echo "installing moto[server]==$moto_version from PyPI into $venv" >&2
     rm -rf "$venv"
-    python3 -m venv "$venv"
+    # Debian's own python3 needs its venv module from a package of its own.
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && rm -rf "$venv" && python3 -m venv "$venv"; }
     "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$moto_version" >&2
   fi
   mkdir -p "$data"
