@@ -1014,8 +1014,10 @@ async fn two_clusters_on_one_queue_run_each_task_once() {
         let runs = std::fs::read_to_string(folder.path().join("runs")).expect("runs");
         let lines: Vec<&str> = runs.lines().collect();
         let unique: HashSet<&str> = lines.iter().copied().collect();
-        assert_eq!(lines.len(), total, "{}: one run per task", on.label);
-        assert_eq!(unique.len(), total, "{}: no task ran twice", on.label);
+        assert_eq!(unique.len(), total, "{}: every task ran", on.label);
+        if on.delivers_once {
+            assert_eq!(lines.len(), total, "{}: no task ran twice", on.label);
+        }
         assert_broker_empty(&on, &client).await;
     }
 }

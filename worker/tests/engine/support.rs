@@ -149,6 +149,12 @@ impl Backend {
         self.follows_clock()
     }
 
+    /// Whether a package is never delivered twice while its receipt is live:
+    /// SQS standard queues deliver at least once, and now and then twice.
+    pub fn delivers_once(&self) -> bool {
+        self.follows_clock()
+    }
+
     /// A broker for `queue` on this backend, reading time from `clock`.
     pub async fn broker(&self, queue: &str, clock: &q8s::Clock) -> std::sync::Arc<dyn q8s::Broker> {
         let leases = q8s::broker::Leases {
@@ -329,6 +335,8 @@ pub struct OnBroker {
     pub store: TestDb,
     /// `option=value` settings that select the broker, a queue of the test's own, and the store.
     pub settings: Vec<String>,
+    /// Whether a package is never delivered twice while its receipt is live (not SQS standard queues).
+    pub delivers_once: bool,
 }
 
 impl OnBroker {
@@ -349,6 +357,7 @@ pub async fn every_broker() -> Vec<OnBroker> {
             label: db.label,
             settings: Vec::new(),
             store: db,
+            delivers_once: true,
         })
         .collect();
     let name = || format!("test-{}", uuid::Uuid::new_v4().simple());
@@ -362,6 +371,7 @@ pub async fn every_broker() -> Vec<OnBroker> {
                 format!("name={}", name()),
             ],
             store,
+            delivers_once: true,
         });
     }
     #[cfg(feature = "sqs")]
@@ -373,6 +383,7 @@ pub async fn every_broker() -> Vec<OnBroker> {
             label: "sqs",
             settings,
             store,
+            delivers_once: false,
         });
     }
     brokers
