@@ -69,8 +69,9 @@ impl From<sqlx::Error> for BrokerError {
 
 /// Proof of one delivery, used to acknowledge, fail, release or extend it.
 ///
-/// Every broker here writes it `"<package id>.<delivery number>"`: the delivery
-/// number lets a broker refuse to extend or release a delivery that was superseded.
+/// The SQL and Redis brokers write it `"<package id>.<delivery number>"`: the
+/// delivery number lets a broker refuse to extend or release a delivery that was
+/// superseded. The SQS broker's receipts are SQS's own receipt handles.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Receipt(pub String);
 

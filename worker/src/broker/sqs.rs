@@ -540,6 +540,8 @@ impl Broker for SqsBroker {
     }
 
     async fn acknowledge_all(&self, receipts: &[Receipt]) -> Result<(), BrokerError> {
+        // Every chunk is tried, so one refused delete does not leave the rest undeleted.
+        let mut failures = Vec::new();
         for chunk in receipts.chunks(MAX_BATCH) {
             let entries = chunk
                 .iter()
@@ -565,17 +567,22 @@ impl Broker for SqsBroker {
                 out.remove(&receipt.0);
             }
             drop(out);
-            if let Some(failed) = deleted.failed().first() {
-                return Err(BrokerError::Sqs(format!(
-                    "{} of {} deletes failed, the first with {}: {}",
-                    deleted.failed().len(),
-                    chunk.len(),
+            failures.extend(deleted.failed().iter().map(|failed| {
+                format!(
+                    "{}: {}",
                     failed.code(),
                     failed.message().unwrap_or_default()
-                )));
-            }
+                )
+            }));
         }
-        Ok(())
+        match failures.first() {
+            None => Ok(()),
+            Some(first) => Err(BrokerError::Sqs(format!(
+                "{} of {} deletes failed, the first with {first}",
+                failures.len(),
+                receipts.len()
+            ))),
+        }
     }
 
     async fn wait_for_work(&self, _poll: Duration) {
