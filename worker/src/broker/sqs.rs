@@ -243,7 +243,18 @@ impl SqsBroker {
         let client = Client::new(&sdk);
         let queue_url = match &settings.queue {
             QueueRef::Url(url) => url.clone(),
-            QueueRef::Name(name) => find_or_create(&client, name).await?,
+            QueueRef::Name(name) => find_or_create(&client, name).await.map_err(|error| {
+                let server = settings.endpoint.as_deref().unwrap_or("AWS");
+                let error = match error {
+                    BrokerError::Sqs(message) => message,
+                    other => other.to_string(),
+                };
+                BrokerError::Sqs(format!(
+                    "cannot find or create queue {name} on {server}: {error}; check the region, \
+                     the credentials (sqs = {{ aws_access_key_id, aws_secret_access_key }} or the \
+                     SDK's chain) and endpoint_url"
+                ))
+            })?,
         };
         let fifo = queue_url.ends_with(".fifo");
         let wait_seconds = (poll.as_secs_f64().ceil() as i32).clamp(1, MAX_WAIT_SECONDS);
@@ -268,12 +279,14 @@ impl SqsBroker {
         &self.client
     }
 
-    fn entry_attributes(
+    /// The message attributes that carry a package, and the message's size as SQS
+    /// counts it; an error for a message over SQS's limit.
+    fn attributes(
         &self,
         package: &Package,
         timeout: Option<u64>,
         deliveries: u32,
-    ) -> Result<HashMap<String, MessageAttributeValue>, BrokerError> {
+    ) -> Result<(HashMap<String, MessageAttributeValue>, usize), BrokerError> {
         let size = BODY.len() + PACKAGE.len() + "Binary".len() + package.len();
         let mut attributes = HashMap::new();
         attributes.insert(
@@ -313,29 +326,66 @@ impl SqsBroker {
                 MAX_MESSAGE_SIZE - (size + extra - package.len()),
             )));
         }
-        Ok(attributes)
+        Ok((attributes, size + extra))
     }
 
+    /// One entry of a send batch; on a FIFO queue, in the cluster's message group.
+    fn entry(
+        &self,
+        id: usize,
+        attributes: HashMap<String, MessageAttributeValue>,
+    ) -> Result<SendMessageBatchRequestEntry, BrokerError> {
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id(id.to_string())
+            .message_body(BODY)
+            .set_message_attributes(Some(attributes));
+        if self.fifo {
+            entry = entry
+                .message_group_id(&self.group)
+                .message_deduplication_id(uuid::Uuid::new_v4().simple().to_string());
+        }
+        entry.build().map_err(sqs_error)
+    }
+
+    /// Sends one package (a batch of one: every send takes the same path); returns its message id.
     async fn send(
         &self,
         package: &Package,
         timeout: Option<u64>,
         deliveries: u32,
     ) -> Result<String, BrokerError> {
-        let attributes = self.entry_attributes(package, timeout, deliveries)?;
-        let mut request = self
+        let (attributes, _) = self.attributes(package, timeout, deliveries)?;
+        let ids = self.send_batch(vec![self.entry(0, attributes)?]).await?;
+        Ok(ids.into_iter().next().unwrap_or_default())
+    }
+
+    /// Sends up to 10 entries; returns their message ids, or an error naming those refused.
+    async fn send_batch(
+        &self,
+        entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<Vec<String>, BrokerError> {
+        let count = entries.len();
+        let sent = self
             .client
-            .send_message()
+            .send_message_batch()
             .queue_url(&self.queue_url)
-            .message_body(BODY)
-            .set_message_attributes(Some(attributes));
-        if self.fifo {
-            request = request
-                .message_group_id(&self.group)
-                .message_deduplication_id(uuid::Uuid::new_v4().simple().to_string());
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(sqs_error)?;
+        if let Some(failed) = sent.failed().first() {
+            return Err(BrokerError::Sqs(format!(
+                "{} of {count} packages were not queued, the first with {}: {}; the others were",
+                sent.failed().len(),
+                failed.code(),
+                failed.message().unwrap_or_default()
+            )));
         }
-        let sent = request.send().await.map_err(sqs_error)?;
-        Ok(sent.message_id().unwrap_or_default().to_string())
+        Ok(sent
+            .successful()
+            .iter()
+            .map(|entry| entry.message_id().to_string())
+            .collect())
     }
 
     /// Turns a received message into a delivery; `None` for one that carries no package.
@@ -459,27 +509,17 @@ impl Broker for SqsBroker {
         // Every package is checked before any is sent, so a refusal queues none.
         let checked = packages
             .iter()
-            .map(|(package, timeout)| Ok((package, self.entry_attributes(package, *timeout, 0)?)))
+            .map(|(package, timeout)| self.attributes(package, *timeout, 0))
             .collect::<Result<Vec<_>, BrokerError>>()?;
         let mut batch: Vec<SendMessageBatchRequestEntry> = Vec::new();
         let mut batch_size = 0;
         let mut pending = checked.into_iter().peekable();
-        while let Some((package, attributes)) = pending.next() {
-            let size = package.len() + 64;
+        while let Some((attributes, size)) = pending.next() {
             if !batch.is_empty() && batch_size + size > MAX_MESSAGE_SIZE {
                 self.send_batch(std::mem::take(&mut batch)).await?;
                 batch_size = 0;
             }
-            let mut entry = SendMessageBatchRequestEntry::builder()
-                .id(batch.len().to_string())
-                .message_body(BODY)
-                .set_message_attributes(Some(attributes));
-            if self.fifo {
-                entry = entry
-                    .message_group_id(&self.group)
-                    .message_deduplication_id(uuid::Uuid::new_v4().simple().to_string());
-            }
-            batch.push(entry.build().map_err(sqs_error)?);
+            batch.push(self.entry(batch.len(), attributes)?);
             batch_size += size;
             if batch.len() == MAX_BATCH || pending.peek().is_none() {
                 self.send_batch(std::mem::take(&mut batch)).await?;
@@ -604,14 +644,7 @@ impl Broker for SqsBroker {
         };
         self.send(&out.package, out.timeout, out.attempt.saturating_sub(1))
             .await?;
-        self.client
-            .delete_message()
-            .queue_url(&self.queue_url)
-            .receipt_handle(&receipt.0)
-            .send()
-            .await
-            .map_err(sqs_error)?;
-        Ok(())
+        self.acknowledge(receipt).await
     }
 
     async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError> {
@@ -667,32 +700,6 @@ impl Broker for SqsBroker {
             name: "sqs".into(),
             location: self.queue_url.clone(),
         }
-    }
-}
-
-impl SqsBroker {
-    async fn send_batch(
-        &self,
-        entries: Vec<SendMessageBatchRequestEntry>,
-    ) -> Result<(), BrokerError> {
-        let count = entries.len();
-        let sent = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(sqs_error)?;
-        if let Some(failed) = sent.failed().first() {
-            return Err(BrokerError::Sqs(format!(
-                "{} of {count} packages were not queued, the first with {}: {}; the others were",
-                sent.failed().len(),
-                failed.code(),
-                failed.message().unwrap_or_default()
-            )));
-        }
-        Ok(())
     }
 }
 
