@@ -376,11 +376,11 @@ async fn recycle_and_max_rss_replace_workers_and_stat_counts_them() {
 async fn tampered_package_never_runs() {
     for db in databases().await {
         let folder = tempfile::tempdir().expect("temporary folder");
-        let script = folder.path().join("touch-marker");
-        std::fs::write(&script, "#!/bin/sh\nread input\ntouch \"$(echo \"$input\" | sed 's/.*\"args\":\\[\"\\([^\"]*\\)\".*/\\1/')\"\n")
-            .expect("script");
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
+        let script = program(
+            folder.path(),
+            "touch-marker",
+            "#!/bin/sh\nread input\ntouch \"$(echo \"$input\" | sed 's/.*\"args\":\\[\"\\([^\"]*\\)\".*/\\1/')\"\n",
+        );
         let allow = format!("exec_allow={}/*", folder.path().display());
         let settings = ["workers=1", "save_limit=0", allow.as_str()];
         let client = client(&db, &settings).await;
@@ -648,10 +648,7 @@ fn processes_with(needle: &str) -> Vec<String> {
 async fn a_timed_out_exec_program_does_not_outlive_its_task() {
     let db = crate::support::sqlite();
     let folder = tempfile::tempdir().expect("temporary folder");
-    let script = folder.path().join("slow");
-    std::fs::write(&script, "#!/bin/sh\nexec sleep 41.75\n").expect("script");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    let script = program(folder.path(), "slow", "#!/bin/sh\nexec sleep 41.75\n");
     let allow = format!("exec_allow={}/*", folder.path().display());
     let settings = ["workers=1", "save_limit=0", allow.as_str()];
     let client = client(&db, &settings).await;
@@ -970,24 +967,26 @@ async fn kill_9_of_the_whole_cluster_mid_load_loses_nothing() {
     }
 }
 
+/// An executable script `name` in `folder`, for `exec` tasks.
+fn program(folder: &Path, name: &str, text: &str) -> PathBuf {
+    let path = folder.join(name);
+    std::fs::write(&path, text).expect("program");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    path
+}
+
 /// A program for `exec` that appends its input (the task's arguments) to `runs`.
 fn recording_program(folder: &Path) -> PathBuf {
-    let program = folder.join("record");
     let runs = folder.join("runs");
-    std::fs::write(
-        &program,
-        format!(
+    program(
+        folder,
+        "record",
+        &format!(
             "#!/bin/sh\nline=$(cat)\nprintf '%s\\n' \"$line\" >> '{}'\necho null\n",
             runs.display()
         ),
     )
-    .expect("program");
-    std::fs::set_permissions(
-        &program,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    program
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1015,7 +1014,7 @@ async fn two_clusters_on_one_queue_run_each_task_once() {
         let lines: Vec<&str> = runs.lines().collect();
         let unique: HashSet<&str> = lines.iter().copied().collect();
         assert_eq!(unique.len(), total, "{}: every task ran", on.label);
-        if on.delivers_once {
+        if on.delivers_once() {
             assert_eq!(lines.len(), total, "{}: no task ran twice", on.label);
         }
         assert_broker_empty(&on, &client).await;
@@ -1027,19 +1026,17 @@ async fn max_attempts_gives_up_and_saves_the_task_as_failed() {
     for on in every_broker().await {
         let folder = tempfile::tempdir().expect("temporary folder");
         // Kills its own worker, as a crash would: the task never finishes.
-        let program = folder.path().join("crash");
-        std::fs::write(&program, "#!/bin/sh\nkill -9 $PPID\nsleep 5\n").expect("program");
-        std::fs::set_permissions(
-            &program,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod");
+        let crasher = program(
+            folder.path(),
+            "crash",
+            "#!/bin/sh\nkill -9 $PPID\nsleep 5\n",
+        );
         let allow = format!("exec_allow={}/*", folder.path().display());
         let settings = on.with(&["workers=1", "retry=1", "max_attempts=2", allow.as_str()]);
         let client = on.client(&settings).await;
         let cluster = on.cluster(&settings);
         let crash = client
-            .enqueue(TaskRequest::new("exec").arg(program.display().to_string()))
+            .enqueue(TaskRequest::new("exec").arg(crasher.display().to_string()))
             .await
             .expect("enqueue");
         let fine = client

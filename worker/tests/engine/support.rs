@@ -32,20 +32,7 @@ pub fn sqlite() -> TestDb {
 
 /// A fresh PostgreSQL database, or `None` when no server is configured and none is required.
 pub async fn postgres() -> Option<TestDb> {
-    let admin = match std::env::var("Q8S_TEST_POSTGRES_URL") {
-        Ok(url) => url,
-        Err(_) if std::env::var("Q8S_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!(
-                "Q8S_TEST_REQUIRE_SERVICES=1 but Q8S_TEST_POSTGRES_URL is not set: run scripts/test"
-            )
-        }
-        Err(_) => {
-            eprintln!(
-                "skipping PostgreSQL: Q8S_TEST_POSTGRES_URL is not set (scripts/test sets it)"
-            );
-            return None;
-        }
-    };
+    let admin = service("Q8S_TEST_POSTGRES_URL", "PostgreSQL")?;
     sqlx::any::install_default_drivers();
     let name = format!("q8s_test_{}", uuid::Uuid::new_v4().simple());
     let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
@@ -335,11 +322,14 @@ pub struct OnBroker {
     pub store: TestDb,
     /// `option=value` settings that select the broker, a queue of the test's own, and the store.
     pub settings: Vec<String>,
-    /// Whether a package is never delivered twice while its receipt is live (not SQS standard queues).
-    pub delivers_once: bool,
 }
 
 impl OnBroker {
+    /// Whether a package is never delivered twice while its receipt is live (not SQS standard queues).
+    pub fn delivers_once(&self) -> bool {
+        self.label != "sqs"
+    }
+
     /// This broker's settings followed by `extra`.
     pub fn with(&self, extra: &[&str]) -> Vec<String> {
         let mut settings = self.settings.clone();
@@ -357,7 +347,6 @@ pub async fn every_broker() -> Vec<OnBroker> {
             label: db.label,
             settings: Vec::new(),
             store: db,
-            delivers_once: true,
         })
         .collect();
     let name = || format!("test-{}", uuid::Uuid::new_v4().simple());
@@ -371,7 +360,6 @@ pub async fn every_broker() -> Vec<OnBroker> {
                 format!("name={}", name()),
             ],
             store,
-            delivers_once: true,
         });
     }
     #[cfg(feature = "sqs")]
@@ -383,43 +371,36 @@ pub async fn every_broker() -> Vec<OnBroker> {
             label: "sqs",
             settings,
             store,
-            delivers_once: false,
         });
     }
     brokers
 }
 
-/// The Redis server of the test run, or `None` when none is configured and none is required.
-pub fn redis_url() -> Option<String> {
-    match std::env::var("Q8S_TEST_REDIS_URL") {
+/// Where a test service is, from `variable` (scripts/test sets it), or `None`
+/// when it is not set: the tests that need it then skip, unless
+/// `Q8S_TEST_REQUIRE_SERVICES=1` says every service must be there.
+fn service(variable: &str, name: &str) -> Option<String> {
+    match std::env::var(variable) {
         Ok(url) => Some(url),
         Err(_) if std::env::var("Q8S_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!(
-                "Q8S_TEST_REQUIRE_SERVICES=1 but Q8S_TEST_REDIS_URL is not set: run scripts/test"
-            )
+            panic!("Q8S_TEST_REQUIRE_SERVICES=1 but {variable} is not set: run scripts/test")
         }
         Err(_) => {
-            eprintln!("skipping Redis: Q8S_TEST_REDIS_URL is not set (scripts/test sets it)");
+            eprintln!("skipping {name}: {variable} is not set (scripts/test sets it)");
             None
         }
     }
 }
 
+/// The Redis server of the test run, or `None` when none is configured and none is required.
+pub fn redis_url() -> Option<String> {
+    service("Q8S_TEST_REDIS_URL", "Redis")
+}
+
 #[cfg(feature = "sqs")]
 /// The SQS-compatible server of the test run, or `None` when none is configured and none is required.
 pub fn sqs_endpoint() -> Option<String> {
-    match std::env::var("Q8S_TEST_SQS_ENDPOINT") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("Q8S_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!(
-                "Q8S_TEST_REQUIRE_SERVICES=1 but Q8S_TEST_SQS_ENDPOINT is not set: run scripts/test"
-            )
-        }
-        Err(_) => {
-            eprintln!("skipping SQS: Q8S_TEST_SQS_ENDPOINT is not set (scripts/test sets it)");
-            None
-        }
-    }
+    service("Q8S_TEST_SQS_ENDPOINT", "SQS")
 }
 
 /// Every broker backend available: SQLite, PostgreSQL, Redis and SQS.
