@@ -22,6 +22,20 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# Whether the process whose id is in file $1 is running.
+running() {
+  [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+# Runs a readiness check until it succeeds, for up to 20 s; then fails.
+wait_until() {
+  for _ in $(seq 1 100); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
 # Runs a command as the user that owns the PostgreSQL data: postgres refuses root.
 as_pg_user() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -92,7 +106,7 @@ start_redis() {
     persistence=(--save "" --appendonly yes)
   fi
   mkdir -p "$data"
-  if [ -f "$data/redis.pid" ] && kill -0 "$(cat "$data/redis.pid")" 2>/dev/null; then
+  if running "$data/redis.pid"; then
     port=$(cat "$data/port")
     echo "Redis already running on 127.0.0.1:$port ($data)" >&2
   else
@@ -100,11 +114,7 @@ start_redis() {
     echo "$port" >"$data/port"
     redis-server --bind 127.0.0.1 --port "$port" --dir "$data" --pidfile "$data/redis.pid" \
       --logfile "$data/redis.log" --daemonize yes "${persistence[@]}" --protected-mode yes >/dev/null
-    for _ in $(seq 1 100); do
-      redis-cli -p "$port" ping >/dev/null 2>&1 && break
-      sleep 0.1
-    done
-    redis-cli -p "$port" ping >/dev/null || { cat "$data/redis.log" >&2; return 1; }
+    wait_until redis-cli -p "$port" ping || { cat "$data/redis.log" >&2; return 1; }
     [ "$profile" = bench ] || started_redis="$data"
     echo "Redis started on 127.0.0.1:$port ($data)" >&2
   fi
@@ -127,7 +137,7 @@ start_sqs() {
     "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$moto_version" >&2
   fi
   mkdir -p "$data"
-  if [ -f "$data/moto.pid" ] && kill -0 "$(cat "$data/moto.pid")" 2>/dev/null; then
+  if running "$data/moto.pid"; then
     port=$(cat "$data/port")
     echo "SQS (moto) already running on 127.0.0.1:$port ($data)" >&2
   else
@@ -135,11 +145,7 @@ start_sqs() {
     echo "$port" >"$data/port"
     "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$data/moto.log" 2>&1 &
     echo $! >"$data/moto.pid"
-    for _ in $(seq 1 100); do
-      python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null && break
-      sleep 0.2
-    done
-    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" \
+    wait_until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" \
       || { cat "$data/moto.log" >&2; return 1; }
     started_sqs="$data"
     echo "SQS (moto) started on 127.0.0.1:$port ($data)" >&2
