@@ -106,7 +106,7 @@ start_redis() {
     persistence=(--save "" --appendonly yes)
   fi
   mkdir -p "$data"
-  if running "$data/redis.pid"; then
+  if running "$data/redis.pid" && redis-cli -p "$(cat "$data/port")" ping >/dev/null 2>&1; then
     port=$(cat "$data/port")
     echo "Redis already running on 127.0.0.1:$port ($data)" >&2
   else
@@ -124,6 +124,10 @@ start_redis() {
 # moto's server mode stands in for SQS: a real SQS-compatible HTTP server, from PyPI.
 moto_version=5.2.5
 
+moto_answers() {
+  python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$1/moto-api/')" 2>/dev/null
+}
+
 # Installs moto's server in a virtualenv of its own (kept across runs, outside
 # the clone), starts it on 127.0.0.1 (or finds ours running) and exports
 # Q8S_TEST_SQS_ENDPOINT.
@@ -137,7 +141,7 @@ start_sqs() {
     "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$moto_version" >&2
   fi
   mkdir -p "$data"
-  if running "$data/moto.pid"; then
+  if running "$data/moto.pid" && moto_answers "$(cat "$data/port")"; then
     port=$(cat "$data/port")
     echo "SQS (moto) already running on 127.0.0.1:$port ($data)" >&2
   else
@@ -145,8 +149,7 @@ start_sqs() {
     echo "$port" >"$data/port"
     "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$data/moto.log" 2>&1 &
     echo $! >"$data/moto.pid"
-    wait_until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" \
-      || { cat "$data/moto.log" >&2; return 1; }
+    wait_until moto_answers "$port" || { cat "$data/moto.log" >&2; return 1; }
     started_sqs="$data"
     echo "SQS (moto) started on 127.0.0.1:$port ($data)" >&2
   fi
