@@ -185,11 +185,17 @@ fn sqs_error(error: impl std::error::Error) -> BrokerError {
 }
 
 /// A delivery the broker handed out, kept so `release` can send it again.
+///
+/// Kept only while its visibility timeout runs: once SQS shows the message
+/// again, the delivery is over whether or not anyone said so (a failure left
+/// for redelivery, a worker that died), and a copy sent by `release` then
+/// would run the task twice.
 #[derive(Debug, Clone)]
 struct Out {
     package: Package,
     timeout: Option<u64>,
     attempt: u32,
+    visible_again: std::time::Instant,
 }
 
 /// The SQS broker for one queue.
@@ -272,6 +278,15 @@ impl SqsBroker {
     /// The queue's URL.
     pub fn queue_url(&self) -> &str {
         &self.queue_url
+    }
+
+    /// Deliveries kept for `release`: those whose visibility timeout still runs.
+    #[doc(hidden)]
+    pub async fn deliveries_kept(&self) -> usize {
+        let now = std::time::Instant::now();
+        let mut out = self.out.lock().await;
+        out.retain(|_, kept| kept.visible_again > now);
+        out.len()
     }
 
     /// The SDK client, for what the broker does not offer (the tests tamper with messages).
@@ -545,7 +560,9 @@ impl Broker for SqsBroker {
             .map_err(sqs_error)?;
         let mut deliveries = Vec::new();
         let mut longer: HashMap<Duration, Vec<String>> = HashMap::new();
+        let now = std::time::Instant::now();
         let mut out = self.out.lock().await;
+        out.retain(|_, kept| kept.visible_again > now);
         for message in received.messages() {
             let Some((delivery, timeout)) = self.delivery(message) else {
                 continue;
@@ -563,6 +580,7 @@ impl Broker for SqsBroker {
                     package: delivery.package.clone(),
                     timeout,
                     attempt: delivery.attempt,
+                    visible_again: now + lease.min(MAX_VISIBILITY),
                 },
             );
             deliveries.push(delivery);
@@ -638,7 +656,8 @@ impl Broker for SqsBroker {
     }
 
     async fn release(&self, receipt: &Receipt) -> Result<(), BrokerError> {
-        let Some(out) = self.out.lock().await.remove(&receipt.0) else {
+        let out = self.out.lock().await.remove(&receipt.0);
+        let Some(out) = out.filter(|out| out.visible_again > std::time::Instant::now()) else {
             // Not handed out here: all SQS can do is make it visible again.
             return self.set_visibility(&[&receipt.0], Duration::ZERO).await;
         };
@@ -649,7 +668,15 @@ impl Broker for SqsBroker {
 
     async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError> {
         let handles: Vec<&str> = receipts.iter().map(|r| r.0.as_str()).collect();
-        self.set_visibility(&handles, lease).await
+        let visible_again = std::time::Instant::now() + lease.min(MAX_VISIBILITY);
+        self.set_visibility(&handles, lease).await?;
+        let mut out = self.out.lock().await;
+        for receipt in receipts {
+            if let Some(kept) = out.get_mut(&receipt.0) {
+                kept.visible_again = visible_again;
+            }
+        }
+        Ok(())
     }
 
     async fn purge_queue(&self) -> Result<u64, BrokerError> {

@@ -1,4 +1,4 @@
-//! `q8s bench`: the figures of ../shared/BENCHMARKS.md, as one JSON line.
+//! `q8s bench`: the figures of the benchmark protocol (docs/benchmarks.md), as one JSON line.
 //!
 //! 1. Enqueue rate: N no-op tasks from this process, one call each, with no
 //!    cluster running; then the batched form (one transaction per 1,000) on a

@@ -366,18 +366,18 @@ impl Driver {
                 }
                 self.reincarnation();
             }
-            if let Some(current) = worker.as_ref() {
-                if let Some(reason) = self.needs_recycling(current) {
-                    tracing::info!(
-                        "Process-1:{} {} recycled after {reason}",
-                        self.slot,
-                        current.pid
-                    );
-                    if let Some(old) = worker.take() {
-                        old.retire().await;
-                    }
-                    self.reincarnation();
+            if let Some(current) = worker.as_ref()
+                && let Some(reason) = self.needs_recycling(current)
+            {
+                tracing::info!(
+                    "Process-1:{} {} recycled after {reason}",
+                    self.slot,
+                    current.pid
+                );
+                if let Some(old) = worker.take() {
+                    old.retire().await;
                 }
+                self.reincarnation();
             }
         }
         if let Some(worker) = worker {

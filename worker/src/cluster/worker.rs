@@ -143,11 +143,11 @@ impl WorkerProcess {
 
 /// SIGKILL to the process group a worker leads (it was started with `process_group(0)`).
 fn kill_group(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        if pid > 0 {
-            let group = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-        }
+    if let Ok(pid) = i32::try_from(pid)
+        && pid > 0
+    {
+        let group = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     }
 }
 

@@ -140,15 +140,17 @@ impl Store {
         }
         transaction.commit().await?;
         // The batch is saved; pruning that fails is retried with the next one.
-        if kept.iter().any(|r| r.success) && self.save_limit > 0 {
-            if let Err(error) = self.prune(true, self.save_limit).await {
-                tracing::warn!("cannot prune old successes (save_limit): {error}");
-            }
+        if kept.iter().any(|r| r.success)
+            && self.save_limit > 0
+            && let Err(error) = self.prune(true, self.save_limit).await
+        {
+            tracing::warn!("cannot prune old successes (save_limit): {error}");
         }
-        if kept.iter().any(|r| !r.success) && self.failure_limit > 0 {
-            if let Err(error) = self.prune(false, self.failure_limit).await {
-                tracing::warn!("cannot prune old failures (failure_limit): {error}");
-            }
+        if kept.iter().any(|r| !r.success)
+            && self.failure_limit > 0
+            && let Err(error) = self.prune(false, self.failure_limit).await
+        {
+            tracing::warn!("cannot prune old failures (failure_limit): {error}");
         }
         Ok(kept.len())
     }

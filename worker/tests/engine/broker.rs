@@ -423,6 +423,11 @@ async fn sqs_visibility_timeout_is_the_receipt() {
         "only the package without a timeout is back after retry"
     );
     assert_eq!((number(&again[0]), again[0].attempt), (1, 2));
+    assert_eq!(
+        broker.deliveries_kept().await,
+        2,
+        "the expired first delivery of package 1 is forgotten, not kept for release"
+    );
     broker
         .extend(
             std::slice::from_ref(&again[0].receipt),
@@ -443,6 +448,7 @@ async fn sqs_visibility_timeout_is_the_receipt() {
         broker.queue_size().await.expect("size") + broker.lock_size().await.expect("locks"),
         0
     );
+    assert_eq!(broker.deliveries_kept().await, 0);
     broker.delete_queue().await.expect("delete queue");
 }
 

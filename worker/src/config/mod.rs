@@ -142,7 +142,7 @@ pub struct Config {
     pub receipt_margin: u64,
     /// Port of the cluster's HTTP endpoints (9464); 0 turns them off.
     pub http_port: u16,
-    /// Address the HTTP endpoints listen on (`0.0.0.0`).
+    /// Address the HTTP endpoints listen on (`127.0.0.1`; `0.0.0.0` in a pod).
     pub http_host: String,
     /// The seed's `redis` option: a URL or connection table for the Redis broker.
     pub redis: Option<toml::Value>,
@@ -191,7 +191,7 @@ impl Default for Config {
             exec_allow: Vec::new(),
             receipt_margin: 30,
             http_port: 9464,
-            http_host: "0.0.0.0".into(),
+            http_host: "127.0.0.1".into(),
             redis: None,
             sqs: None,
             orm: None,
