@@ -1,8 +1,9 @@
 //! q8s: a task queue, scheduler and worker cluster in the lineage of Django Q.
 //!
 //! A service enqueues a [`Task`] (a function name plus JSON arguments) through
-//! the [`Client`]; it travels as a signed [`Package`] through a [`Broker`], a
-//! function from the [`Registry`] runs it, and the [`Store`] keeps its result.
+//! a [`Producer`]; it travels as a signed [`Package`] through a [`Broker`], a
+//! function from the [`Registry`] runs it, the [`Store`] keeps its result, and
+//! a [`Reader`] reads it back. A [`Client`] is a producer and a reader together.
 
 pub mod broker;
 pub mod cli;
@@ -13,17 +14,22 @@ pub mod config;
 pub mod humanize;
 pub mod metrics;
 pub mod package;
+pub mod producer;
+pub mod reader;
 pub mod registry;
 pub mod schedule;
+pub mod stat;
 pub mod store;
 pub mod task;
 
 pub use broker::{Broker, BrokerError, Delivery, Receipt};
-pub use client::{Client, ClientError, TaskRequest};
+pub use client::{Client, ClientError};
 pub use clock::Clock;
-pub use cluster::{Stat, State};
 pub use config::{Config, ConfigError};
 pub use package::{Package, PackageError, Signer};
+pub use producer::{Producer, TaskRequest};
+pub use reader::Reader;
 pub use registry::{Call, Registry};
+pub use stat::{Stat, State};
 pub use store::{Store, StoreError};
 pub use task::{ErrorKind, Task, TaskError, TaskRecord};

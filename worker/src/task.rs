@@ -7,6 +7,27 @@ use serde_json::{Map, Value};
 /// Longest timeout accepted, in seconds: a year. Longer work should not hold a receipt.
 pub const MAX_TIMEOUT: u64 = 365 * 24 * 3600;
 
+/// How long results are kept in the cache (`cached`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Cached {
+    /// Results go to the store.
+    Off,
+    /// Results go to the cache with no expiry.
+    On,
+    /// Results go to the cache for this many seconds.
+    Seconds(u64),
+}
+
+impl Cached {
+    /// How long a cached result is kept: `None` for no expiry.
+    pub fn ttl(self) -> Option<std::time::Duration> {
+        match self {
+            Cached::Seconds(seconds) => Some(std::time::Duration::from_secs(seconds)),
+            Cached::Off | Cached::On => None,
+        }
+    }
+}
+
 /// A task as it travels inside a package: which function, its arguments and its options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
@@ -39,7 +60,7 @@ pub struct Task {
     pub ack_failure: Option<bool>,
     /// Keep the result in the broker's cache (Redis) instead of the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cached: Option<crate::config::Cached>,
+    pub cached: Option<Cached>,
     /// When the task was enqueued.
     pub enqueued: DateTime<Utc>,
 }

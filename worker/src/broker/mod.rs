@@ -18,6 +18,7 @@ use async_trait::async_trait;
 
 use crate::config::{BrokerKind, Config, broker_kind};
 use crate::package::Package;
+use crate::stat::StatBoard;
 use crate::store::{Database, DatabaseError};
 
 pub use redis::RedisBroker;
@@ -54,10 +55,11 @@ pub enum BrokerError {
 impl BrokerError {
     /// Whether the caller must change the command or configuration (rather than wait for the broker).
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            BrokerError::Unsupported(_) | BrokerError::Config(_) | BrokerError::TooLarge(_)
-        )
+        match self {
+            BrokerError::Unsupported(_) | BrokerError::Config(_) | BrokerError::TooLarge(_) => true,
+            BrokerError::Database(error) => error.is_usage(),
+            _ => false,
+        }
     }
 }
 
@@ -159,36 +161,43 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> Result<(), BrokerError>;
     /// Name and location.
     fn info(&self) -> BrokerInfo;
-    /// Keeps a cluster's Stat (JSON) under `key` for `ttl` where every monitor can read it,
-    /// as the seed's brokers do; false when this broker keeps none and the store should.
-    async fn publish_stat(
-        &self,
-        _key: &str,
-        _stat: &str,
-        _ttl: Duration,
-    ) -> Result<bool, BrokerError> {
-        Ok(false)
-    }
-    /// Keeps finished tasks' records (id, group, JSON) in the broker's cache for `ttl`
-    /// (`None`: no expiry); false when this broker has no cache.
+}
+
+/// A cache of finished tasks' records, kept apart from the store: what `cached` uses.
+///
+/// Only some brokers have one (Redis); [`connect`] says which by handing one out or not.
+#[async_trait]
+pub trait ResultCache: Send + Sync + std::fmt::Debug {
+    /// Keeps finished tasks' records (id, group, JSON) for `ttl` (`None`: no expiry).
     async fn cache_results(
         &self,
-        _records: &[(String, Option<String>, String)],
-        _ttl: Option<Duration>,
-    ) -> Result<bool, BrokerError> {
-        Ok(false)
-    }
+        records: &[(String, Option<String>, String)],
+        ttl: Option<Duration>,
+    ) -> Result<(), BrokerError>;
     /// A cached record (JSON) by task id.
-    async fn cached_result(&self, _id: &str) -> Result<Option<String>, BrokerError> {
-        Ok(None)
-    }
+    async fn cached_result(&self, id: &str) -> Result<Option<String>, BrokerError>;
     /// The cached records (JSON) of a group, oldest first.
-    async fn cached_group(&self, _group: &str) -> Result<Vec<String>, BrokerError> {
-        Ok(Vec::new())
-    }
-    /// Every live Stat this broker keeps, or `None` when it keeps none (the store does).
-    async fn stats(&self) -> Result<Option<Vec<String>>, BrokerError> {
-        Ok(None)
+    async fn cached_group(&self, group: &str) -> Result<Vec<String>, BrokerError>;
+}
+
+/// A broker as [`connect`] opens it: its queue, and what else it can do.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The queue operations.
+    pub queue: Arc<dyn Broker>,
+    /// Its result cache, when it has one.
+    pub cache: Option<Arc<dyn ResultCache>>,
+    /// Its Stat board, when it keeps Stats itself (else the store does).
+    pub board: Option<Arc<dyn StatBoard>>,
+}
+
+impl Opened {
+    fn queue_only(queue: Arc<dyn Broker>) -> Opened {
+        Opened {
+            queue,
+            cache: None,
+            board: None,
+        }
     }
 }
 
@@ -219,11 +228,9 @@ impl Leases {
     }
 }
 
-/// The broker `config` names; `database` is reused when the broker is on the store's database.
-pub async fn connect(
-    config: &Config,
-    store: Option<&Database>,
-) -> Result<Arc<dyn Broker>, BrokerError> {
+/// The broker `config` names, with the capabilities it has; `store` is reused when the
+/// broker is on the store's database.
+pub async fn connect(config: &Config, store: Option<&Database>) -> Result<Opened, BrokerError> {
     if let Some((option, _)) = config.foreign_brokers.iter().next() {
         return Err(BrokerError::Unsupported(format!(
             "option `{option}` names a broker q8s does not have; \
@@ -234,26 +241,25 @@ pub async fn connect(
     match kind {
         BrokerKind::Sqlite | BrokerKind::Postgres => {
             let database = match store {
-                Some(database) if config.broker == config.store => database.clone(),
+                Some(database) if config.broker == config.store_url() => database.clone(),
                 _ => Database::connect(&config.broker).await?,
             };
-            Ok(Arc::new(SqlBroker::new(
+            Ok(Opened::queue_only(Arc::new(SqlBroker::new(
                 database,
                 &config.name,
                 Leases::from_config(config),
-            )))
+            ))))
         }
-        BrokerKind::Redis => Ok(Arc::new(
-            RedisBroker::connect(
-                &config.broker,
-                &config.name,
-                Leases::from_config(config),
-                crate::clock::Clock::system(),
-            )
-            .await?,
-        )),
+        BrokerKind::Redis => {
+            let redis = connect_redis(config).await?;
+            Ok(Opened {
+                queue: redis.clone(),
+                cache: Some(redis.clone()),
+                board: Some(redis),
+            })
+        }
         #[cfg(feature = "sqs")]
-        BrokerKind::Sqs => Ok(Arc::new(
+        BrokerKind::Sqs => Ok(Opened::queue_only(Arc::new(
             SqsBroker::connect(
                 &sqs::SqsSettings::from_config(config)?,
                 &config.name,
@@ -261,13 +267,41 @@ pub async fn connect(
                 Duration::from_secs_f64(config.poll),
             )
             .await?,
-        )),
+        ))),
         #[cfg(not(feature = "sqs"))]
         BrokerKind::Sqs => Err(BrokerError::Unsupported(
             "this q8s was built without the SQS broker; build it with `--features sqs` \
              (on by default), or use a sqlite://, postgres:// or redis:// broker"
                 .into(),
         )),
+    }
+}
+
+async fn connect_redis(config: &Config) -> Result<Arc<RedisBroker>, BrokerError> {
+    Ok(Arc::new(
+        RedisBroker::connect(
+            &config.broker,
+            &config.name,
+            Leases::from_config(config),
+            crate::clock::Clock::system(),
+        )
+        .await?,
+    ))
+}
+
+/// The Stat board of the broker `config` names, when it keeps one (Redis); opens nothing else.
+pub async fn stat_board(config: &Config) -> Result<Option<Arc<dyn StatBoard>>, BrokerError> {
+    match broker_kind(&config.broker).map_err(BrokerError::Unsupported)? {
+        BrokerKind::Redis => Ok(Some(connect_redis(config).await?)),
+        BrokerKind::Sqlite | BrokerKind::Postgres | BrokerKind::Sqs => Ok(None),
+    }
+}
+
+/// The result cache of the broker `config` names, when it has one (Redis); opens nothing else.
+pub async fn result_cache(config: &Config) -> Result<Option<Arc<dyn ResultCache>>, BrokerError> {
+    match broker_kind(&config.broker).map_err(BrokerError::Unsupported)? {
+        BrokerKind::Redis => Ok(Some(connect_redis(config).await?)),
+        BrokerKind::Sqlite | BrokerKind::Postgres | BrokerKind::Sqs => Ok(None),
     }
 }
 

@@ -30,9 +30,10 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::Mutex;
 
-use super::{Broker, BrokerError, BrokerInfo, Delivery, Leases, Receipt};
+use super::{Broker, BrokerError, BrokerInfo, Delivery, Leases, Receipt, ResultCache};
 use crate::clock::Clock;
 use crate::package::Package;
+use crate::stat::{StatBoard, StatError};
 
 /// Moves expired deliveries back to the waiting list, then takes up to ARGV[4]
 /// ids: counts the delivery and sets its deadline. Ids whose package is gone
@@ -472,27 +473,59 @@ impl Broker for RedisBroker {
             location: self.location.clone(),
         }
     }
+}
 
-    async fn publish_stat(
-        &self,
-        key: &str,
-        stat: &str,
-        ttl: Duration,
-    ) -> Result<bool, BrokerError> {
+/// Stats live in Redis under their key with an expiry, as the seed's Redis broker kept them.
+#[async_trait]
+impl StatBoard for RedisBroker {
+    async fn put(&self, key: &str, stat: &str, ttl: Duration) -> Result<(), StatError> {
         let mut connection = self.connection.clone();
         let seconds = ttl.as_secs().max(1);
         let () = connection
             .set_ex(format!("{STAT_PREFIX}{key}"), stat, seconds)
             .await
             .map_err(redis_error)?;
-        Ok(true)
+        Ok(())
     }
 
+    async fn live(&self) -> Result<Vec<String>, StatError> {
+        let mut connection = self.connection.clone();
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{STAT_PREFIX}*"))
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        keys.sort();
+        let values: Vec<Option<String>> = connection.mget(keys).await.map_err(redis_error)?;
+        // A Stat may expire between SCAN and MGET.
+        Ok(values.into_iter().flatten().collect())
+    }
+}
+
+/// Cached results live in Redis with their expiry; a group is a list of ids.
+#[async_trait]
+impl ResultCache for RedisBroker {
     async fn cache_results(
         &self,
         records: &[(String, Option<String>, String)],
         ttl: Option<Duration>,
-    ) -> Result<bool, BrokerError> {
+    ) -> Result<(), BrokerError> {
         let mut connection = self.connection.clone();
         let mut pipe = redis::pipe();
         for (id, group, record) in records {
@@ -517,7 +550,7 @@ impl Broker for RedisBroker {
             .query_async(&mut connection)
             .await
             .map_err(redis_error)?;
-        Ok(true)
+        Ok(())
     }
 
     async fn cached_result(&self, id: &str) -> Result<Option<String>, BrokerError> {
@@ -544,34 +577,5 @@ impl Broker for RedisBroker {
         let records: Vec<Option<String>> = connection.mget(keys).await.map_err(redis_error)?;
         // Results that expired before their group are gone.
         Ok(records.into_iter().flatten().collect())
-    }
-
-    async fn stats(&self) -> Result<Option<Vec<String>>, BrokerError> {
-        let mut connection = self.connection.clone();
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{STAT_PREFIX}*"))
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut connection)
-                .await
-                .map_err(redis_error)?;
-            keys.extend(batch);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        if keys.is_empty() {
-            return Ok(Some(Vec::new()));
-        }
-        keys.sort();
-        let values: Vec<Option<String>> = connection.mget(keys).await.map_err(redis_error)?;
-        // A Stat may expire between SCAN and MGET.
-        Ok(Some(values.into_iter().flatten().collect()))
     }
 }

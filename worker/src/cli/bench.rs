@@ -21,9 +21,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Exit, Failure};
-use crate::client::{Client, ClientError, TaskRequest};
+use crate::client::{Client, ClientError};
 use crate::cluster::worker::{proc_kib, rss_kib_of};
 use crate::config::Config;
+use crate::producer::TaskRequest;
 
 /// Cluster name the benchmark's tasks go to, so they never mix with real work.
 const BENCH_QUEUE: &str = "q8s-bench";
@@ -111,6 +112,8 @@ pub(super) async fn bench(
     config.name = BENCH_QUEUE.into();
     config.save_limit = if args.no_save { -1 } else { 0 };
     let queue_limit = args.queue_limit.max(1);
+    config.ensure_key_file()?;
+    crate::store::Database::migrated(&config.store_url()).await?;
     let client = Client::connect(config.clone()).await?;
     let payload = "x".repeat(args.payload);
     let broker = client.broker().clone();
@@ -121,8 +124,8 @@ pub(super) async fn bench(
     {
         broker.purge_queue().await.map_err(ClientError::from)?;
     }
-    client.delete_group(DRAIN_GROUP, true).await?;
-    client.delete_group(LATENCY_GROUP, true).await?;
+    client.reader().delete_group(DRAIN_GROUP, true).await?;
+    client.reader().delete_group(LATENCY_GROUP, true).await?;
 
     let cluster_flags = vec![
         format!("name={BENCH_QUEUE}"),
@@ -134,7 +137,7 @@ pub(super) async fn bench(
     ];
     let mut report = json!({
         "broker": crate::config::redact(&config.broker),
-        "store": crate::config::redact(&config.store),
+        "store": crate::config::redact(&config.store_url()),
         "tasks": args.tasks,
         "workers": args.workers,
         "payload_bytes": args.payload,
@@ -167,7 +170,7 @@ pub(super) async fn bench(
                     + broker.lock_size().await.map_err(ClientError::from)?
                     == 0
             } else {
-                client.count_group(DRAIN_GROUP, false).await? >= args.tasks as u64
+                client.reader().count_group(DRAIN_GROUP, false).await? >= args.tasks as u64
             };
             if done {
                 break;
@@ -261,7 +264,7 @@ async fn latency(
         client.enqueue(request.clone()).await?;
     }
     let waiting = Instant::now();
-    while client.count_group(LATENCY_GROUP, false).await? < count as u64 {
+    while client.reader().count_group(LATENCY_GROUP, false).await? < count as u64 {
         if waiting.elapsed() > RUN_LIMIT || cluster.try_wait().ok().flatten().is_some() {
             let _ = cluster.kill();
             return Err(Failure::new(Exit::Failed, "the latency run did not finish"));
@@ -270,6 +273,7 @@ async fn latency(
     }
     stop_cluster(cluster)?;
     let mut latencies: Vec<f64> = client
+        .reader()
         .fetch_group(LATENCY_GROUP, false)
         .await?
         .iter()

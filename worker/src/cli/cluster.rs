@@ -4,9 +4,10 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::{Exit, Failure, GlobalArgs, RegistryFactory};
-use crate::cluster::{self, ClusterError, Stat, WorkerSpec};
+use crate::cluster::{self, ClusterError, WorkerSpec};
 use crate::config::{Config, Sources};
 use crate::registry::Registry;
+use crate::stat::{self, SqlBoard, Stat};
 use crate::store::{Database, Store};
 
 impl From<ClusterError> for Failure {
@@ -14,6 +15,7 @@ impl From<ClusterError> for Failure {
         let exit = match &error {
             ClusterError::Config(_) | ClusterError::Package(_) => Exit::Usage,
             ClusterError::Broker(error) if error.is_usage() => Exit::Usage,
+            ClusterError::Database(error) if error.is_usage() => Exit::Usage,
             ClusterError::Database(_) | ClusterError::Broker(_) => Exit::Unavailable,
             ClusterError::Io(_) => Exit::Failed,
         };
@@ -27,15 +29,20 @@ impl From<crate::store::StoreError> for Failure {
     }
 }
 
-impl From<crate::cluster::stat::StatError> for Failure {
-    fn from(error: crate::cluster::stat::StatError) -> Failure {
+impl From<crate::stat::StatError> for Failure {
+    fn from(error: crate::stat::StatError) -> Failure {
         Failure::new(Exit::Unavailable, error.to_string())
     }
 }
 
 impl From<crate::store::DatabaseError> for Failure {
     fn from(error: crate::store::DatabaseError) -> Failure {
-        Failure::new(Exit::Unavailable, format!("store: {error}"))
+        let exit = if error.is_usage() {
+            Exit::Usage
+        } else {
+            Exit::Unavailable
+        };
+        Failure::new(exit, format!("store: {error}"))
     }
 }
 
@@ -116,12 +123,16 @@ fn rate(tasks_per_day: u64) -> (f64, &'static str) {
 }
 
 pub(super) async fn info(config: Config, json: bool) -> Result<Exit, Failure> {
-    let database = Database::connect(&config.store).await?;
+    let database = Database::connect(&config.store_url()).await?;
     let store = Store::new(database.clone(), config.save_limit, config.failure_limit);
-    let broker = crate::broker::connect(&config, Some(&database))
+    let opened = crate::broker::connect(&config, Some(&database))
         .await
         .map_err(|e| Failure::from(crate::client::ClientError::from(e)))?;
-    let stats = Stat::get_all_from(broker.as_ref(), &database).await?;
+    let board = opened
+        .board
+        .clone()
+        .unwrap_or_else(|| std::sync::Arc::new(SqlBoard(database.clone())));
+    let stats = Stat::all(board.as_ref()).await?;
     let (successes, failures) = store.counts().await?;
     let day_ago = crate::clock::micros(Utc::now()) - 86_400 * 1_000_000;
     let activity = store.activity_since(day_ago).await?;
@@ -131,7 +142,8 @@ pub(super) async fn info(config: Config, json: bool) -> Result<Exit, Failure> {
         clusters: stats.len(),
         workers: stats.iter().map(|s| s.workers.len()).sum(),
         restarts: stats.iter().map(|s| s.reincarnations).sum(),
-        queued: broker
+        queued: opened
+            .queue
             .queue_size()
             .await
             .map_err(|e| Failure::from(crate::client::ClientError::from(e)))?,
@@ -184,11 +196,8 @@ fn uptime(seconds: f64) -> String {
 }
 
 pub(super) async fn stat(config: Config, json: bool) -> Result<Exit, Failure> {
-    let database = Database::connect(&config.store).await?;
-    let broker = crate::broker::connect(&config, Some(&database))
-        .await
-        .map_err(|e| Failure::from(crate::client::ClientError::from(e)))?;
-    let stats = Stat::get_all_from(broker.as_ref(), &database).await?;
+    let board = stat::board(&config, None).await?;
+    let stats = Stat::all(board.as_ref()).await?;
     if json {
         println!(
             "{}",

@@ -5,8 +5,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::{EnqueueArgs, Exit, Failure, FailuresCommand, GroupCommand, QueueCommand};
-use crate::client::{Client, TaskRequest};
+use crate::client::{Client, ClientError};
 use crate::config::Config;
+use crate::producer::{Producer, TaskRequest};
+use crate::reader::Reader;
 use crate::registry::Registry;
 use crate::task::TaskRecord;
 
@@ -68,17 +70,22 @@ pub(super) async fn enqueue(
     if let Some(options) = &args.q_options {
         request = request.q_options(&parse_object("--q-options", options)?)?;
     }
-    let client = Client::connect_with_registry(config, registry).await?;
-    let id = client.enqueue(request).await?;
+    // Only a sync task needs the store; a queued one needs nothing but the broker.
+    let id = if request.sync.unwrap_or(config.sync) {
+        let client = Client::connect_with_registry(config, registry).await?;
+        client.enqueue(request).await?
+    } else {
+        Producer::connect(config).await?.enqueue(request).await?
+    };
     println!("{id}");
     Ok(Exit::Ok)
 }
 
 pub(super) async fn result(config: Config, id: &str, wait: Option<f64>) -> Result<Exit, Failure> {
-    let client = Client::connect(config).await?;
+    let reader = Reader::connect(&config).await?;
     let outcome = match wait {
         Some(seconds) if (0.0..=MAX_WAIT_SECONDS).contains(&seconds) => {
-            client
+            reader
                 .wait_result(id, Duration::from_secs_f64(seconds))
                 .await?
         }
@@ -90,7 +97,7 @@ pub(super) async fn result(config: Config, id: &str, wait: Option<f64>) -> Resul
                 ),
             ));
         }
-        None => client.result(id).await?,
+        None => reader.result(id).await?,
     };
     match outcome {
         Some(Ok(value)) => {
@@ -115,8 +122,8 @@ pub(super) async fn result(config: Config, id: &str, wait: Option<f64>) -> Resul
 }
 
 pub(super) async fn fetch(config: Config, id: &str) -> Result<Exit, Failure> {
-    let client = Client::connect(config).await?;
-    match client.fetch(id).await? {
+    let reader = Reader::connect(&config).await?;
+    match reader.fetch(id).await? {
         Some(record) => {
             print_json(&record, true)?;
             Ok(Exit::Ok)
@@ -129,31 +136,34 @@ pub(super) async fn fetch(config: Config, id: &str) -> Result<Exit, Failure> {
 }
 
 pub(super) async fn group(config: Config, command: GroupCommand) -> Result<Exit, Failure> {
-    let client = Client::connect(config).await?;
+    let reader = Reader::connect(&config).await?;
     match command {
         GroupCommand::Result { group, failures } => {
-            print_json(&client.result_group(&group, failures).await?, false)?
+            print_json(&reader.result_group(&group, failures).await?, false)?
         }
         GroupCommand::Fetch { group, no_failures } => {
-            print_json(&client.fetch_group(&group, !no_failures).await?, true)?
+            print_json(&reader.fetch_group(&group, !no_failures).await?, true)?
         }
         GroupCommand::Count { group, failures } => {
-            println!("{}", client.count_group(&group, failures).await?)
+            println!("{}", reader.count_group(&group, failures).await?)
         }
         GroupCommand::Delete { group, tasks } => {
-            println!("{}", client.delete_group(&group, tasks).await?)
+            println!("{}", reader.delete_group(&group, tasks).await?)
         }
     }
     Ok(Exit::Ok)
 }
 
 pub(super) async fn queue(config: Config, command: QueueCommand) -> Result<Exit, Failure> {
-    let client = Client::connect(config).await?;
+    config.validate()?;
+    let broker = crate::broker::connect(&config, None)
+        .await
+        .map_err(ClientError::from)?
+        .queue;
     match command {
         QueueCommand::Size { json } => {
-            let waiting = client.queue_size().await?;
-            let in_flight = client
-                .broker()
+            let waiting = broker.queue_size().await.map_err(ClientError::from)?;
+            let in_flight = broker
                 .lock_size()
                 .await
                 .map_err(crate::client::ClientError::from)?;
@@ -167,8 +177,7 @@ pub(super) async fn queue(config: Config, command: QueueCommand) -> Result<Exit,
             }
         }
         QueueCommand::Purge => {
-            let purged = client
-                .broker()
+            let purged = broker
                 .purge_queue()
                 .await
                 .map_err(crate::client::ClientError::from)?;
@@ -212,13 +221,57 @@ pub(super) async fn failures(config: Config, command: FailuresCommand) -> Result
     Ok(Exit::Ok)
 }
 
-pub(super) fn show_config(config: &Config) -> Result<Exit, Failure> {
+pub(super) fn show_config(config: &Config, toml: bool, schema: bool) -> Result<Exit, Failure> {
+    if schema {
+        print_json(&Config::schema_value(), true)?;
+        return Ok(Exit::Ok);
+    }
+    if toml {
+        let text = toml::to_string(&config.to_table()).map_err(|e| {
+            Failure::new(
+                Exit::Failed,
+                format!("cannot write the configuration as TOML: {e}"),
+            )
+        })?;
+        print!("{text}");
+        return Ok(Exit::Ok);
+    }
     for (option, value) in config.describe() {
         let origin = config
             .origins
             .get(option)
             .map_or("default".to_string(), |o| o.clone());
         println!("{option} = {value}    # {origin}");
+    }
+    Ok(Exit::Ok)
+}
+
+pub(super) async fn migrate(config: &Config) -> Result<Exit, Failure> {
+    config.validate()?;
+    let url = config.store_url();
+    crate::store::Database::migrated(&url).await?;
+    println!("{} is up to date", crate::config::redact(&url));
+    let broker = &config.broker;
+    let on_its_own = crate::config::broker_kind(broker).is_ok_and(|kind| {
+        matches!(
+            kind,
+            crate::config::BrokerKind::Sqlite | crate::config::BrokerKind::Postgres
+        )
+    });
+    if on_its_own && *broker != url {
+        crate::store::Database::migrated(broker).await?;
+        println!(
+            "{} (the broker) is up to date",
+            crate::config::redact(broker)
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+pub(super) fn key(config: &Config) -> Result<Exit, Failure> {
+    match config.ensure_key_file()? {
+        Some(path) => println!("{}", path.display()),
+        None => eprintln!("secret_key is set in the configuration: no key file is used"),
     }
     Ok(Exit::Ok)
 }

@@ -102,7 +102,18 @@ enum Command {
     #[command(subcommand)]
     Failures(FailuresCommand),
     /// Print the effective configuration and where each option came from.
-    Config,
+    Config {
+        /// Print it as TOML that loads back to the same configuration (secret keys included).
+        #[arg(long, conflicts_with = "schema")]
+        toml: bool,
+        /// Print the JSON Schema of the options.
+        #[arg(long)]
+        schema: bool,
+    },
+    /// Create the secret key file when no key is configured and it is missing; print its path.
+    Key,
+    /// Create or update q8s's tables in the store (and the SQL broker's database).
+    Migrate,
     /// List the task functions this binary has.
     Functions,
     /// Run a cluster: the sentinel, its workers, pusher and monitor (the seed's qcluster).
@@ -264,6 +275,9 @@ impl From<ClientError> for Failure {
             | ClientError::Invalid(_)
             | ClientError::Registry(_) => Exit::Usage,
             ClientError::Broker(error) if error.is_usage() => Exit::Usage,
+            ClientError::Store(crate::store::StoreError::Database(error)) if error.is_usage() => {
+                Exit::Usage
+            }
             ClientError::Broker(_) | ClientError::Store(_) => Exit::Unavailable,
         };
         Failure::new(exit, error.to_string())
@@ -350,7 +364,9 @@ async fn run(cli: Cli, registry: &RegistryFactory) -> Result<Exit, Failure> {
         Command::Group(command) => commands::group(config, command).await,
         Command::Queue(command) => commands::queue(config, command).await,
         Command::Failures(command) => commands::failures(config, command).await,
-        Command::Config => commands::show_config(&config),
+        Command::Config { toml, schema } => commands::show_config(&config, toml, schema),
+        Command::Key => commands::key(&config),
+        Command::Migrate => commands::migrate(&config).await,
         Command::Functions => commands::functions(&registry(&config)?),
     }
 }

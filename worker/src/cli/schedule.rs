@@ -112,7 +112,9 @@ fn parse_time(text: &str, zone: Tz) -> Result<DateTime<Utc>, Failure> {
 }
 
 async fn schedules(config: &Config) -> Result<Schedules, Failure> {
-    Ok(Schedules::new(Database::connect(&config.store).await?))
+    Ok(Schedules::new(
+        Database::connect(&config.store_url()).await?,
+    ))
 }
 
 async fn find(schedules: &Schedules, id: &str) -> Result<Schedule, Failure> {

@@ -13,7 +13,6 @@ pub mod pipe;
 mod pusher;
 pub mod scheduler;
 mod sentinel;
-pub mod stat;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -21,7 +20,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::broker::{Broker, Leases, Receipt};
+use crate::broker::{Broker, Leases, Receipt, ResultCache};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::package::Signer;
@@ -30,13 +29,12 @@ use crate::store::Store;
 use crate::task::Task;
 
 pub use sentinel::{ClusterError, run};
-pub use stat::{Stat, State};
 pub use worker::{WorkerSpec, run_worker_process};
 
 /// Seconds between Stat publications.
 pub const STAT_INTERVAL: Duration = Duration::from_secs(3);
-/// Seconds a published Stat stays readable.
-pub const STAT_TTL_SECONDS: i64 = 10;
+/// How long a published Stat stays readable.
+pub const STAT_TTL: Duration = Duration::from_secs(10);
 /// Finished tasks saved per store transaction, at most.
 pub const RESULT_BATCH: usize = 1000;
 
@@ -58,6 +56,10 @@ pub struct Shared {
     pub config: Config,
     /// The broker.
     pub broker: Arc<dyn Broker>,
+    /// The broker's result cache, when it has one.
+    pub cache: Option<Arc<dyn ResultCache>>,
+    /// Where Stat is published: the broker's board, else the store's.
+    pub board: Arc<dyn crate::stat::StatBoard>,
     /// The result store.
     pub store: Store,
     /// Verifies packages.

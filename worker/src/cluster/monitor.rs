@@ -42,7 +42,7 @@ pub struct Finished {
     /// Its delivery's receipt.
     pub receipt: Receipt,
     /// Keep the result in the broker's cache instead of the store.
-    pub cached: Option<crate::config::Cached>,
+    pub cached: Option<crate::task::Cached>,
 }
 
 /// Whether a finished task is acknowledged with the broker.
@@ -77,7 +77,7 @@ async fn save(shared: &Shared, batch: &[Finished]) {
     let (cached, stored): (Vec<&Finished>, Vec<&Finished>) = batch.iter().partition(|finished| {
         finished
             .cached
-            .is_some_and(|c| c != crate::config::Cached::Off)
+            .is_some_and(|c| c != crate::task::Cached::Off)
     });
     let mut records: Vec<&store::Finished> =
         stored.iter().map(|finished| &finished.stored).collect();
@@ -120,10 +120,13 @@ async fn cache(shared: &Shared, finished: &Finished) -> bool {
     let Ok(json) = serde_json::to_string(record) else {
         return false;
     };
-    let ttl = finished.cached.and_then(crate::config::Cached::ttl);
+    let ttl = finished.cached.and_then(crate::task::Cached::ttl);
     let entry = [(record.id.clone(), record.group.clone(), json)];
-    match shared.broker.cache_results(&entry, ttl).await {
-        Ok(kept) => kept,
+    let Some(cache) = &shared.cache else {
+        return false;
+    };
+    match cache.cache_results(&entry, ttl).await {
+        Ok(()) => true,
         Err(error) => {
             tracing::error!(task = %record.id, "cannot cache the result, saving it to the store: {error}");
             false

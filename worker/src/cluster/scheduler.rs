@@ -12,10 +12,11 @@ use tokio::sync::watch;
 
 use super::Shared;
 use crate::broker::Broker;
-use crate::client::{ClientError, TaskRequest};
+use crate::client::ClientError;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::package::Signer;
+use crate::producer::TaskRequest;
 use crate::schedule::plan;
 use crate::store::Schedules;
 

@@ -15,14 +15,14 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
 
 use super::monitor::{self, Finished};
 use super::pipe::Job;
-use super::stat::{self, Stat, State};
 use super::worker::{WorkerProcess, WorkerSpec};
-use super::{Held, STAT_INTERVAL, STAT_TTL_SECONDS, Shared, affinity, http, pusher};
+use super::{Held, STAT_INTERVAL, STAT_TTL, Shared, affinity, http, pusher};
 use crate::broker::{self, BrokerError, Receipt};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::package::{PackageError, Signer};
+use crate::package::PackageError;
 use crate::registry::Registry;
+use crate::stat::{self, SqlBoard, Stat, State};
 use crate::store::{Database, DatabaseError, Store};
 use crate::task::{ErrorKind, TaskError, TaskRecord};
 
@@ -70,14 +70,16 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
     let tob = Utc::now();
     tracing::info!("Q Cluster-{cluster_id} starting.");
 
-    let signer = Signer::new(
-        &config.secret_keys()?,
-        &config.name,
-        config.compress,
-        config.max_package_size,
-    )?;
-    let database = Database::connect(&config.store).await?;
-    let broker = broker::connect(&config, Some(&database)).await?;
+    if let Some(path) = config.ensure_key_file()? {
+        tracing::info!("signing with the key in {}", path.display());
+    }
+    let signer = config.signer()?;
+    let database = Database::migrated(&config.store_url()).await?;
+    let opened = broker::connect(&config, Some(&database)).await?;
+    let board = opened
+        .board
+        .clone()
+        .unwrap_or_else(|| Arc::new(SqlBoard(database.clone())));
     let store = Store::new(database.clone(), config.save_limit, config.failure_limit);
     let workers = config.workers;
     let queue_limit = config.queue_limit();
@@ -107,7 +109,9 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
     };
     let shared = Arc::new(Shared {
         config,
-        broker,
+        broker: opened.queue,
+        cache: opened.cache,
+        board,
         store,
         signer,
         registry: Arc::new(registry),
@@ -177,7 +181,6 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
         Arc::clone(&shared),
         Arc::clone(&progress),
         stat_identity.clone(),
-        database.clone(),
     ));
     let server = listener.map(|listener| {
         tracing::info!("metrics, health and readiness on http://{http_address}");
@@ -198,7 +201,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
     // The stop procedure.
     tracing::info!("Q Cluster-{cluster_id} stopping.");
     progress.stopping.store(true, Ordering::SeqCst);
-    publish(&shared, &progress, &stat_identity, &database).await;
+    publish(&shared, &progress, &stat_identity).await;
     tracing::info!("Process-1 stopping cluster processes");
     let _ = stop_pushing.send(true);
     if let Some(scheduler) = scheduler {
@@ -220,10 +223,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
         server.abort();
     }
     let stopped = stat_of(&shared, &progress, &stat_identity, State::Stopped);
-    if let Err(error) = stopped
-        .publish_to(shared.broker.as_ref(), &database, STAT_TTL_SECONDS)
-        .await
-    {
+    if let Err(error) = stopped.publish(shared.board.as_ref(), STAT_TTL).await {
         tracing::warn!("cannot publish the final Stat: {error}");
     }
     tracing::info!("Q Cluster-{cluster_id} has stopped.");
@@ -558,29 +558,16 @@ impl Stat {
     }
 }
 
-async fn publish(
-    shared: &Shared,
-    progress: &Progress,
-    identity: &StatIdentity,
-    database: &Database,
-) {
+async fn publish(shared: &Shared, progress: &Progress, identity: &StatIdentity) {
     let stat = stat_of(shared, progress, identity, State::Idle);
-    if let Err(error) = stat
-        .publish_to(shared.broker.as_ref(), database, STAT_TTL_SECONDS)
-        .await
-    {
+    if let Err(error) = stat.publish(shared.board.as_ref(), STAT_TTL).await {
         tracing::warn!("cannot publish Stat: {error}");
     }
 }
 
-async fn publish_stats(
-    shared: Arc<Shared>,
-    progress: Arc<Progress>,
-    identity: StatIdentity,
-    database: Database,
-) {
+async fn publish_stats(shared: Arc<Shared>, progress: Arc<Progress>, identity: StatIdentity) {
     loop {
-        publish(&shared, &progress, &identity, &database).await;
+        publish(&shared, &progress, &identity).await;
         if let Ok(size) = shared.broker.queue_size().await {
             shared.metrics.broker_queue.store(size, Ordering::Relaxed);
         }

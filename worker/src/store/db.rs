@@ -46,9 +46,32 @@ pub enum DatabaseError {
         /// The migrator's error.
         source: sqlx::migrate::MigrateError,
     },
+    /// The schema is missing or older than this q8s: nobody ran the migrations yet.
+    #[error(
+        "{url} has {found} of q8s's {latest} schema migrations: run `q8s migrate` \
+         (a cluster migrates when it starts)"
+    )]
+    NotMigrated {
+        /// The URL, password hidden.
+        url: String,
+        /// Migrations applied.
+        found: i64,
+        /// Migrations this q8s has.
+        latest: i64,
+    },
     /// A query failed.
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+}
+
+impl DatabaseError {
+    /// Whether the user must change something (the URL, run `q8s migrate`) rather than wait for the server.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            DatabaseError::BadUrl(_) | DatabaseError::NotMigrated { .. }
+        )
+    }
 }
 
 /// Which SQL dialect a database speaks.
@@ -60,7 +83,7 @@ pub enum Dialect {
     Postgres,
 }
 
-/// A migrated database: its pool and dialect.
+/// A database whose schema is up to date: its pool and dialect.
 #[derive(Clone)]
 pub struct Database {
     pool: AnyPool,
@@ -80,8 +103,22 @@ impl std::fmt::Debug for Database {
 }
 
 impl Database {
-    /// Connects to `url` (creating a SQLite file if missing) and applies the migrations.
+    /// Connects to `url`, whose schema must be up to date (`q8s migrate`); changes nothing.
     pub async fn connect(url: &str) -> Result<Database, DatabaseError> {
+        let database = Database::open(url).await?;
+        database.check_schema().await?;
+        Ok(database)
+    }
+
+    /// Connects to `url` (creating a SQLite file if missing) and applies the migrations:
+    /// what `q8s migrate` and a starting cluster do.
+    pub async fn migrated(url: &str) -> Result<Database, DatabaseError> {
+        let database = Database::open(url).await?;
+        database.migrate().await?;
+        Ok(database)
+    }
+
+    async fn open(url: &str) -> Result<Database, DatabaseError> {
         sqlx::any::install_default_drivers();
         let shown = crate::config::redact(url);
         let (dialect, connect_url) = if url.starts_with("sqlite:") {
@@ -123,14 +160,35 @@ impl Database {
                     source,
                 })?;
         }
-        let database = Database {
+        Ok(Database {
             pool,
             dialect,
             url: shown,
             connect_url,
-        };
-        database.migrate().await?;
-        Ok(database)
+        })
+    }
+
+    /// Refuses a database whose schema is missing or behind this q8s's migrations.
+    async fn check_schema(&self) -> Result<(), DatabaseError> {
+        let latest = migrator(self.dialect)
+            .iter()
+            .map(|migration| migration.version)
+            .max()
+            .unwrap_or(0);
+        // A missing table reads as no migration at all.
+        let found: i64 =
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .unwrap_or(0);
+        if found < latest {
+            return Err(DatabaseError::NotMigrated {
+                url: self.url.clone(),
+                found,
+                latest,
+            });
+        }
+        Ok(())
     }
 
     /// The connection pool.

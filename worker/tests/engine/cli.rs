@@ -20,9 +20,109 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).trim().to_string()
 }
 
+/// A folder where `q8s migrate` and `q8s key` have run, as a user's first steps.
+fn ready_folder() -> tempfile::TempDir {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    for step in ["migrate", "key"] {
+        let output = q8s(folder.path(), &[step]);
+        assert!(output.status.success(), "q8s {step}: {}", stderr(&output));
+    }
+    folder
+}
+
+#[test]
+fn a_fresh_folder_says_to_migrate_and_create_a_key_and_reading_writes_nothing() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let output = q8s(folder.path(), &["config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        !folder.path().join("q8s.key").exists(),
+        "reading the configuration writes no key"
+    );
+    let output = q8s(folder.path(), &["result", "0123"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("run `q8s migrate`"),
+        "{}",
+        stderr(&output)
+    );
+    let migrated = q8s(folder.path(), &["migrate"]);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let output = q8s(folder.path(), &["enqueue", "q8s.noop"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("run `q8s key`"),
+        "{}",
+        stderr(&output)
+    );
+    let key = q8s(folder.path(), &["key"]);
+    assert_eq!(stdout(&key), "q8s.key");
+    let again = q8s(folder.path(), &["key"]);
+    assert_eq!(stdout(&again), "q8s.key", "kept, not replaced");
+    assert!(
+        q8s(folder.path(), &["enqueue", "q8s.noop"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn config_written_as_toml_loads_back_and_the_schema_prints() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let first = q8s(
+        folder.path(),
+        &[
+            "--set",
+            "workers=3",
+            "--set",
+            "timeout=20",
+            "config",
+            "--toml",
+        ],
+    );
+    assert!(first.status.success(), "{}", stderr(&first));
+    std::fs::write(folder.path().join("q8s.toml"), &first.stdout).expect("write");
+    let again = q8s(folder.path(), &["config", "--toml"]);
+    assert_eq!(stdout(&again), stdout(&first));
+    assert!(stdout(&again).contains("workers = 3"), "{}", stdout(&again));
+    let schema = q8s(folder.path(), &["config", "--schema"]);
+    let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).expect("JSON");
+    assert_eq!(schema["properties"]["timeout"]["maximum"], 31_536_000);
+}
+
+#[test]
+fn producer_enqueues_on_redis_while_the_store_is_not_there() {
+    let Some(redis) = crate::support::redis_url() else {
+        return;
+    };
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let queue = format!("nostore-{}", uuid::Uuid::new_v4().simple());
+    let settings = [
+        "--set",
+        &format!("broker={redis}"),
+        "--set",
+        "store=postgres://q8s:x@127.0.0.1:1/nothing",
+        "--set",
+        &format!("name={queue}"),
+        "--set",
+        "secret_key=a secret key for the tests",
+    ];
+    let mut args = settings.to_vec();
+    args.extend(["enqueue", "math.copysign", "2", "-2"]);
+    let output = q8s(folder.path(), &args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output).len(), 32);
+    let mut args = settings.to_vec();
+    args.extend(["queue", "size"]);
+    assert_eq!(stdout(&q8s(folder.path(), &args)), "1 queued, 0 in flight");
+    let mut args = settings.to_vec();
+    args.extend(["queue", "purge"]);
+    assert!(q8s(folder.path(), &args).status.success());
+}
+
 #[test]
 fn sync_enqueue_then_result_prints_the_seed_examples() {
-    let folder = tempfile::tempdir().expect("temporary folder");
+    let folder = ready_folder();
     let cases: [(&[&str], &str); 4] = [
         (&["math.copysign", "2", "-2"], "-2.0"),
         (&["math.modf", "2.5"], "[0.5,2.0]"),
@@ -44,15 +144,11 @@ fn sync_enqueue_then_result_prints_the_seed_examples() {
         folder.path().join("q8s.db").exists(),
         "embedded database in the current folder"
     );
-    assert!(
-        folder.path().join("q8s.key").exists(),
-        "generated key beside it"
-    );
 }
 
 #[test]
 fn result_exit_codes_say_success_failure_or_not_yet() {
-    let folder = tempfile::tempdir().expect("temporary folder");
+    let folder = ready_folder();
     let failed = stdout(&q8s(folder.path(), &["enqueue", "--sync", "my.buggy.code"]));
     let output = q8s(folder.path(), &["result", &failed]);
     assert_eq!(output.status.code(), Some(1));
@@ -81,7 +177,7 @@ fn result_exit_codes_say_success_failure_or_not_yet() {
 
 #[test]
 fn fetch_prints_the_whole_task_and_finds_it_by_name() {
-    let folder = tempfile::tempdir().expect("temporary folder");
+    let folder = ready_folder();
     let id = stdout(&q8s(
         folder.path(),
         &[
@@ -113,7 +209,7 @@ fn fetch_prints_the_whole_task_and_finds_it_by_name() {
 
 #[test]
 fn failed_task_can_be_retried_as_a_new_task() {
-    let folder = tempfile::tempdir().expect("temporary folder");
+    let folder = ready_folder();
     let failed = stdout(&q8s(
         folder.path(),
         &["enqueue", "--sync", "q8s.fail", "on purpose"],
@@ -166,7 +262,7 @@ fn bad_configuration_names_the_option_and_exits_2() {
 
 #[test]
 fn bad_arguments_say_what_to_do() {
-    let folder = tempfile::tempdir().expect("temporary folder");
+    let folder = ready_folder();
     let output = q8s(
         folder.path(),
         &["enqueue", "q8s.echo", "--kwargs", "[1, 2]"],
@@ -190,7 +286,7 @@ fn bad_arguments_say_what_to_do() {
 
 #[test]
 fn oversized_task_is_refused_at_enqueue_and_nothing_is_queued() {
-    let folder = tempfile::tempdir().expect("temporary folder");
+    let folder = ready_folder();
     let big = "x".repeat(3000);
     let output = q8s(
         folder.path(),

@@ -24,6 +24,7 @@ fn config(db: &TestDb) -> Config {
 #[tokio::test]
 async fn hook_is_called_once_with_the_finished_task_even_when_it_failed() {
     for db in databases().await {
+        db.connect().await;
         let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
         let mut registry = Registry::with_builtins(&[]).expect("registry");
         let seen = Arc::clone(&calls);
@@ -73,7 +74,7 @@ async fn hook_is_called_once_with_the_finished_task_even_when_it_failed() {
             .await
             .expect("enqueue");
         assert_eq!(
-            client.result(&id).await.expect("result"),
+            client.reader().result(&id).await.expect("result"),
             Some(Ok(json!(3.0)))
         );
     }
@@ -82,6 +83,7 @@ async fn hook_is_called_once_with_the_finished_task_even_when_it_failed() {
 #[tokio::test]
 async fn q_options_override_the_single_options_and_unknown_ones_are_refused() {
     for db in databases().await {
+        db.connect().await;
         let client = Client::connect(config(&db)).await.expect("client");
         let options = json!({"group": "from-options", "sync": true, "timeout": 30});
         let request = TaskRequest {
@@ -92,6 +94,7 @@ async fn q_options_override_the_single_options_and_unknown_ones_are_refused() {
         .expect("valid options");
         let id = client.enqueue(request).await.expect("enqueue");
         let record = client
+            .reader()
             .fetch(&id)
             .await
             .expect("fetch")
@@ -112,13 +115,14 @@ async fn q_options_override_the_single_options_and_unknown_ones_are_refused() {
 #[tokio::test]
 async fn enqueued_task_waits_in_the_broker_until_a_cluster_takes_it() {
     for db in databases().await {
+        db.connect().await;
         let client = Client::connect(config(&db)).await.expect("client");
         let id = client
             .enqueue(TaskRequest::new("math.copysign").arg(2).arg(-2))
             .await
             .expect("enqueue");
         assert_eq!(client.queue_size().await.expect("size"), 1, "{}", db.label);
-        assert_eq!(client.result(&id).await.expect("result"), None);
+        assert_eq!(client.reader().result(&id).await.expect("result"), None);
         let delivery = client.broker().dequeue(1).await.expect("dequeue").remove(0);
         let task = client
             .signer()

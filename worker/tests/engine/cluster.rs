@@ -165,7 +165,7 @@ async fn wait_for_results(client: &Client, ids: &[String]) -> usize {
     while !pending.is_empty() {
         let mut still = Vec::new();
         for id in pending {
-            match client.fetch(id).await.expect("fetch") {
+            match client.reader().fetch(id).await.expect("fetch") {
                 Some(record) => successes += usize::from(record.success),
                 None => still.push(id),
             }
@@ -186,7 +186,7 @@ async fn wait_for_results(client: &Client, ids: &[String]) -> usize {
 async fn finished_count(client: &Client, ids: &[String]) -> usize {
     let mut count = 0;
     for id in ids {
-        count += usize::from(client.fetch(id).await.expect("fetch").is_some());
+        count += usize::from(client.reader().fetch(id).await.expect("fetch").is_some());
     }
     count
 }
@@ -205,7 +205,7 @@ async fn tasks_flow_end_to_end_and_sigterm_exits_cleanly() {
         let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
         assert_eq!(wait_for_results(&client, &ids).await, 200, "{}", db.label);
         assert_eq!(
-            client.result(&ids[0]).await.expect("result"),
+            client.reader().result(&ids[0]).await.expect("result"),
             Some(Ok(json!(-2.0)))
         );
         let workers = cluster.worker_pids();
@@ -329,6 +329,7 @@ async fn timeout_kills_only_the_task_that_overran() {
             db.label
         );
         let error = client
+            .reader()
             .result(&slow)
             .await
             .expect("result")
@@ -358,7 +359,8 @@ async fn recycle_and_max_rss_replace_workers_and_stat_counts_them() {
         let log = cluster.stop();
         assert!(log.contains("(recycle)"), "{}: {log}", db.label);
         assert!(log.contains("over max_rss"), "{}: {log}", db.label);
-        let stat = Stat::get(client.store().database(), &sentinel)
+        let board = q8s::stat::SqlBoard(client.store().database().clone());
+        let stat = Stat::find(&board, &sentinel)
             .await
             .expect("stat")
             .expect("the stopped cluster's last Stat");
@@ -437,7 +439,7 @@ async fn tampered_package_never_runs() {
         );
         assert!(!folder.path().join("forged1").exists(), "{}", db.label);
         assert_eq!(
-            client.fetch(&forged).await.expect("fetch"),
+            client.reader().fetch(&forged).await.expect("fetch"),
             None,
             "{}: never executed, never saved",
             db.label
@@ -493,7 +495,7 @@ async fn hooks_are_called_once_per_finished_task() {
         );
         assert_eq!(wait_for_results(&client, &ids).await, 30, "{}", db.label);
         assert_eq!(
-            client.result(&ids[0]).await.expect("result"),
+            client.reader().result(&ids[0]).await.expect("result"),
             Some(Ok(json!("Hello, you!")))
         );
         cluster.stop();
@@ -552,7 +554,12 @@ async fn a_long_task_is_not_delivered_again_while_it_runs() {
         let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
         wait_for_results(&client, std::slice::from_ref(&id)).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let record = client.fetch(&id).await.expect("fetch").expect("finished");
+        let record = client
+            .reader()
+            .fetch(&id)
+            .await
+            .expect("fetch")
+            .expect("finished");
         assert_eq!(record.attempts, 1, "{}: delivered a second time", db.label);
         let broker = client.broker();
         assert_eq!(
@@ -662,6 +669,7 @@ async fn a_timed_out_exec_program_does_not_outlive_its_task() {
     let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
     wait_for_results(&client, std::slice::from_ref(&id)).await;
     let error = client
+        .reader()
         .result(&id)
         .await
         .expect("result")
@@ -871,7 +879,7 @@ async fn cached_results_live_in_redis_and_are_read_back_from_there() {
     assert_eq!(wait_for_results(&client, &ids).await, 3);
     cluster.stop();
     assert_eq!(
-        client.result(&ids[0]).await.expect("result"),
+        client.reader().result(&ids[0]).await.expect("result"),
         Some(Ok(json!(-2.0)))
     );
     assert!(
@@ -884,13 +892,36 @@ async fn cached_results_live_in_redis_and_are_read_back_from_there() {
         "not in the SQL store"
     );
     assert_eq!(
-        client.result_group(&group, false).await.expect("group"),
+        client
+            .reader()
+            .result_group(&group, false)
+            .await
+            .expect("group"),
         vec![json!(-2.0); 3]
     );
-    assert_eq!(client.count_group(&group, false).await.expect("count"), 4);
-    assert_eq!(client.count_group(&group, true).await.expect("count"), 1);
     assert_eq!(
-        client.fetch_group(&group, true).await.expect("fetch").len(),
+        client
+            .reader()
+            .count_group(&group, false)
+            .await
+            .expect("count"),
+        4
+    );
+    assert_eq!(
+        client
+            .reader()
+            .count_group(&group, true)
+            .await
+            .expect("count"),
+        1
+    );
+    assert_eq!(
+        client
+            .reader()
+            .fetch_group(&group, true)
+            .await
+            .expect("fetch")
+            .len(),
         4
     );
     // A SQL broker has no cache: asking for one says what to do.
@@ -1044,7 +1075,12 @@ async fn max_attempts_gives_up_and_saves_the_task_as_failed() {
             .await
             .expect("enqueue");
         wait_for_results(&client, &[crash.clone(), fine.clone()]).await;
-        let record = client.fetch(&crash).await.expect("fetch").expect("saved");
+        let record = client
+            .reader()
+            .fetch(&crash)
+            .await
+            .expect("fetch")
+            .expect("saved");
         assert!(!record.success, "{}", on.label);
         assert_eq!(
             record.error_kind,
@@ -1059,6 +1095,7 @@ async fn max_attempts_gives_up_and_saves_the_task_as_failed() {
         );
         assert!(
             client
+                .reader()
                 .fetch(&fine)
                 .await
                 .expect("fetch")

@@ -179,14 +179,22 @@ async fn two_clusters_on_one_postgres_run_each_slot_of_a_missed_day_once() {
     loop {
         let schedule = schedules.get("minutely").await.expect("get").expect("kept");
         let slots = (schedule.next_run - schedule.anchor).num_minutes() as u64;
-        let finished = client.count_group("minutely", false).await.expect("count");
+        let finished = client
+            .reader()
+            .count_group("minutely", false)
+            .await
+            .expect("count");
         if slots >= 1440 && finished == slots && client.queue_size().await.expect("size") == 0 {
             // Let anything enqueued twice show up before counting for good.
             tokio::time::sleep(Duration::from_secs(3)).await;
             let schedule = schedules.get("minutely").await.expect("get").expect("kept");
             let slots = (schedule.next_run - schedule.anchor).num_minutes() as u64;
             assert_eq!(
-                client.count_group("minutely", false).await.expect("count"),
+                client
+                    .reader()
+                    .count_group("minutely", false)
+                    .await
+                    .expect("count"),
                 slots,
                 "each slot ran once"
             );
@@ -253,8 +261,18 @@ async fn schedules_created_from_the_command_line_run_in_a_cluster_and_unknown_fu
         let cluster =
             crate::cluster::ClusterProcess::start(&crate::cluster::q8s_binary(), &db, &settings);
         let started = Instant::now();
-        while client.count_group("twice", false).await.expect("count") < 2
-            || client.count_group("broken", true).await.expect("count") < 1
+        while client
+            .reader()
+            .count_group("twice", false)
+            .await
+            .expect("count")
+            < 2
+            || client
+                .reader()
+                .count_group("broken", true)
+                .await
+                .expect("count")
+                < 1
         {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -265,7 +283,11 @@ async fn schedules_created_from_the_command_line_run_in_a_cluster_and_unknown_fu
         }
         cluster.stop();
         assert_eq!(
-            client.result_group("twice", false).await.expect("results"),
+            client
+                .reader()
+                .result_group("twice", false)
+                .await
+                .expect("results"),
             vec![json!(-2.0), json!(-2.0)]
         );
         let listed: serde_json::Value =
@@ -293,7 +315,11 @@ async fn schedules_created_from_the_command_line_run_in_a_cluster_and_unknown_fu
             .clone();
         assert_eq!(twice["repeats"], json!(0), "{}: no runs left", db.label);
         assert_eq!(
-            client.count_group("twice", false).await.expect("count"),
+            client
+                .reader()
+                .count_group("twice", false)
+                .await
+                .expect("count"),
             2,
             "{}: exactly its repeats",
             db.label

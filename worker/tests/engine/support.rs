@@ -14,7 +14,7 @@ pub struct TestDb {
 impl TestDb {
     /// A migrated connection to this database.
     pub async fn connect(&self) -> Database {
-        Database::connect(&self.url)
+        Database::migrated(&self.url)
             .await
             .unwrap_or_else(|e| panic!("{}: cannot connect: {e}", self.label))
     }
@@ -75,9 +75,11 @@ pub fn flags(db: &TestDb, extra: &[&str]) -> Vec<String> {
 
 /// A client on `db` configured with `extra`, as the test's clusters are.
 pub async fn client(db: &TestDb, extra: &[&str]) -> q8s::Client {
-    q8s::Client::connect(config(db, extra))
+    let config = config(db, extra);
+    Database::migrated(&config.store_url())
         .await
-        .expect("client")
+        .expect("migrated store");
+    q8s::Client::connect(config).await.expect("client")
 }
 
 /// The configuration a test's client uses; the same flags as its clusters.
