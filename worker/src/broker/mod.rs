@@ -147,6 +147,9 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     async fn delete(&self, receipt: &Receipt) -> Result<(), BrokerError>;
     /// Hands a package back at once, without counting the delivery (it never started).
     async fn release(&self, receipt: &Receipt) -> Result<(), BrokerError>;
+    /// Hands a package back at once with the delivery counted: the worker running it died,
+    /// so it is delivered again now rather than when its receipt runs out (`max_attempts` holds).
+    async fn requeue(&self, receipt: &Receipt) -> Result<(), BrokerError>;
     /// Pushes the deadlines of running tasks' receipts `lease` into the future.
     async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError>;
     /// Removes every package of this queue; returns how many.

@@ -100,13 +100,13 @@ end
 return #ARGV
 ";
 
-/// Hands a delivery back at once, uncounted, if it still holds the package.
+/// Hands a delivery back at once if it still holds the package; uncounted when ARGV[3] is 1.
 const RELEASE: &str = r"
 local inflight, deliveries, waiting = KEYS[1], KEYS[2], KEYS[3]
-local id, delivery = ARGV[1], ARGV[2]
+local id, delivery, uncount = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HGET', deliveries, id) == delivery and redis.call('ZSCORE', inflight, id) then
   redis.call('ZREM', inflight, id)
-  redis.call('HINCRBY', deliveries, id, -1)
+  if uncount == '1' then redis.call('HINCRBY', deliveries, id, -1) end
   redis.call('RPUSH', waiting, id)
   return 1
 end
@@ -271,6 +271,24 @@ impl RedisBroker {
         Ok(())
     }
 
+    /// Puts a delivery's package back on the waiting list; `uncount` takes the delivery back too.
+    async fn hand_back(&self, receipt: &Receipt, uncount: bool) -> Result<(), BrokerError> {
+        let (id, delivery) = receipt.parts()?;
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .release
+            .key(&self.keys.inflight)
+            .key(&self.keys.deliveries)
+            .key(&self.keys.waiting)
+            .arg(id)
+            .arg(delivery)
+            .arg(if uncount { "1" } else { "0" })
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
     async fn push(&self, packages: &[(Package, Option<u64>)]) -> Result<Vec<String>, BrokerError> {
         let mut connection = self.connection.clone();
         let mut ids = Vec::with_capacity(packages.len());
@@ -377,19 +395,11 @@ impl Broker for RedisBroker {
     }
 
     async fn release(&self, receipt: &Receipt) -> Result<(), BrokerError> {
-        let (id, delivery) = receipt.parts()?;
-        let mut connection = self.connection.clone();
-        let _: i64 = self
-            .release
-            .key(&self.keys.inflight)
-            .key(&self.keys.deliveries)
-            .key(&self.keys.waiting)
-            .arg(id)
-            .arg(delivery)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(redis_error)?;
-        Ok(())
+        self.hand_back(receipt, true).await
+    }
+
+    async fn requeue(&self, receipt: &Receipt) -> Result<(), BrokerError> {
+        self.hand_back(receipt, false).await
     }
 
     async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError> {

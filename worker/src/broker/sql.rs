@@ -238,6 +238,16 @@ impl Broker for SqlBroker {
         Ok(())
     }
 
+    async fn requeue(&self, receipt: &Receipt) -> Result<(), BrokerError> {
+        let (id, delivery) = receipt.parts()?;
+        sqlx::query("UPDATE q8s_queue SET locked_until = 0 WHERE id = $1 AND deliveries = $2")
+            .bind(id)
+            .bind(delivery)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
     async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError> {
         let deadline = self
             .clock

@@ -666,6 +666,12 @@ impl Broker for SqsBroker {
         self.acknowledge(receipt).await
     }
 
+    async fn requeue(&self, receipt: &Receipt) -> Result<(), BrokerError> {
+        // SQS counted the receive already; visible again now, it is received again at once.
+        self.out.lock().await.remove(&receipt.0);
+        self.set_visibility(&[&receipt.0], Duration::ZERO).await
+    }
+
     async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError> {
         let handles: Vec<&str> = receipts.iter().map(|r| r.0.as_str()).collect();
         let visible_again = std::time::Instant::now() + lease.min(MAX_VISIBILITY);

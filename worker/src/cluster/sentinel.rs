@@ -434,13 +434,22 @@ impl Driver {
                 true
             }
             Ok(Err(lost)) => {
-                tracing::error!(
-                    task = %held.task.id,
-                    "Process-1:{} died running {} ({lost}); the task will be delivered again when its receipt expires",
-                    self.slot,
-                    held.task.func
-                );
                 self.shared.let_go(&held.receipt);
+                match self.shared.broker.requeue(&held.receipt).await {
+                    Ok(()) => tracing::error!(
+                        task = %held.task.id,
+                        "Process-1:{} died running {} ({lost}); the task goes back to the broker now, attempt {} counted",
+                        self.slot,
+                        held.task.func,
+                        held.attempt
+                    ),
+                    Err(error) => tracing::error!(
+                        task = %held.task.id,
+                        "Process-1:{} died running {} ({lost}); it cannot go back to the broker now ({error}), so it returns when its receipt expires",
+                        self.slot,
+                        held.task.func
+                    ),
+                }
                 false
             }
             Err(_) => {

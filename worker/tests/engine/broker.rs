@@ -183,6 +183,35 @@ async fn released_package_comes_back_at_once_without_counting_a_delivery() {
 }
 
 #[tokio::test]
+async fn requeued_package_comes_back_at_once_with_the_delivery_counted() {
+    for db in backends().await {
+        let clock = Clock::manual(Utc::now());
+        let broker = broker_on(&db, "default", &clock).await;
+        broker.enqueue(&package(1), None).await.expect("enqueue");
+        let delivery = broker.dequeue(1).await.expect("dequeue").remove(0);
+        broker.requeue(&delivery.receipt).await.expect("requeue");
+        let again = broker.dequeue(1).await.expect("dequeue");
+        assert_eq!(again.len(), 1, "{}: back before its receipt ran out", db.label());
+        assert_eq!(
+            again[0].attempt,
+            2,
+            "{}: the lost delivery counts",
+            db.label()
+        );
+        // A stale receipt cannot hand back the delivery that superseded it.
+        broker.requeue(&delivery.receipt).await.expect("requeue");
+        if db.delivers_once() {
+            assert!(
+                broker.dequeue(1).await.expect("dequeue").is_empty(),
+                "{}: the second delivery still holds it",
+                db.label()
+            );
+        }
+        broker.acknowledge(&again[0].receipt).await.expect("ack");
+    }
+}
+
+#[tokio::test]
 async fn bulk_dequeue_takes_up_to_bulk_in_order() {
     for db in backends().await {
         let clock = Clock::manual(Utc::now());

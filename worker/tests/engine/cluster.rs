@@ -284,26 +284,80 @@ async fn sigterm_under_load_hands_back_held_tasks_and_loses_nothing() {
     }
 }
 
+/// A worker killed mid-task hands its task back at once (not after `retry`, 60 s here),
+/// with the attempt counted, on every broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_a_worker_mid_task_loses_nothing() {
-    for db in databases().await {
-        let settings = ["workers=2", "retry=2", "save_limit=0"];
-        let client = client(&db, &settings).await;
-        let ids = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(1.5), 4).await;
-        let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let victim = cluster.worker_pids()[0];
+async fn kill_9_of_a_worker_mid_task_sends_its_task_back_at_once() {
+    for on in every_broker().await {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        // Writes the pid of the worker running it, then works for two seconds.
+        let script = format!(
+            "#!/bin/sh\necho $PPID >> {}/running\nsleep 2\necho null\n",
+            folder.path().display()
+        );
+        let task = program(folder.path(), "work", &script);
+        let allow = format!("exec_allow={}/*", folder.path().display());
+        let settings = on.with(&["workers=2", "retry=60", "save_limit=0", allow.as_str()]);
+        let client = on.client(&settings).await;
+        let request = TaskRequest::new("exec").arg(task.display().to_string());
+        let ids = enqueue_many(&client, &request, 4).await;
+        let cluster = on.cluster(&settings);
+        let running = folder.path().join("running");
+        let started = Instant::now();
+        let victim = loop {
+            let text = std::fs::read_to_string(&running).unwrap_or_default();
+            if let Some(pid) = text
+                .lines()
+                .next()
+                .and_then(|line| line.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{}: no task started",
+                on.label
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let killed = Instant::now();
         kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill -9 a worker");
-        assert_eq!(wait_for_results(&client, &ids).await, 4, "{}", db.label);
-        cluster.wait_for_log("will be delivered again", Duration::from_secs(5));
+        assert_eq!(wait_for_results(&client, &ids).await, 4, "{}", on.label);
+        let took = killed.elapsed();
+        assert!(
+            took < Duration::from_secs(15),
+            "{}: all done {took:?} after the kill; the receipt (60 s) was waited out",
+            on.label
+        );
+        cluster.wait_for_log("goes back to the broker now", Duration::from_secs(5));
         let log = cluster.stop();
         assert_eq!(
             log.matches("ready for work at").count(),
             3,
             "{}: the dead worker was replaced\n{log}",
-            db.label
+            on.label
+        );
+        let attempts: Vec<u32> = futures_attempts(&client, &ids).await;
+        assert!(
+            attempts.contains(&2),
+            "{}: the lost delivery counted: {attempts:?}",
+            on.label
         );
     }
+}
+
+async fn futures_attempts(client: &Client, ids: &[String]) -> Vec<u32> {
+    let mut attempts = Vec::new();
+    for id in ids {
+        let record = client
+            .reader()
+            .fetch(id)
+            .await
+            .expect("fetch")
+            .expect("saved");
+        attempts.push(record.attempts);
+    }
+    attempts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
