@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use serde_json::{Map, Value};
 
 use crate::broker::{self, Broker, BrokerError};
 use crate::config::{Config, ConfigError};
+use crate::hook::Hook;
 use crate::package::{PackageError, Signer};
 use crate::producer::{Producer, TaskRequest};
 use crate::reader::Reader;
-use crate::registry::{Call, Registry, RegistryError};
+use crate::registry::{Registry, RegistryError};
 use crate::store::{Database, DatabaseError, Finished, Store, StoreError};
 use crate::task::{Task, TaskRecord};
 
@@ -183,26 +183,20 @@ impl Client {
         Ok(record)
     }
 
-    /// Calls `hook` with the finished task; a failing hook is logged, never fatal.
+    /// Calls `hook` with the finished task under `hook_timeout`; a failing hook is logged, never fatal.
     async fn call_hook(&self, hook: &str, record: &TaskRecord) {
         let registry = Arc::clone(&self.registry);
-        let hook_name = hook.to_string();
-        let argument = serde_json::to_value(record).unwrap_or(Value::Null);
+        let hook_text = hook.to_string();
+        let finished = record.clone();
+        let timeout = Duration::from_secs(self.config().hook_timeout);
         let outcome = tokio::task::spawn_blocking(move || {
-            let args = [argument];
-            let kwargs = Map::new();
-            registry.call(&Call {
-                func: &hook_name,
-                args: &args,
-                kwargs: &kwargs,
-                timeout: None,
-            })
-        })
-        .await;
-        match outcome {
-            Ok(Ok(_)) => {}
+            Hook::parse(&hook_text).call(&registry, &finished, timeout)
+        });
+        match tokio::time::timeout(timeout + Duration::from_secs(1), outcome).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(error))) => tracing::error!(task = %record.id, "hook {hook} failed: {error}"),
             Ok(Err(error)) => tracing::error!(task = %record.id, "hook {hook} failed: {error}"),
-            Err(error) => tracing::error!(task = %record.id, "hook {hook} failed: {error}"),
+            Err(_) => tracing::error!(task = %record.id, "hook {hook} given up after hook_timeout"),
         }
     }
 

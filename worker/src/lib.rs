@@ -11,6 +11,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod hook;
 pub mod humanize;
 pub mod metrics;
 pub mod package;

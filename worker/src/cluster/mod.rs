@@ -7,6 +7,7 @@
 //! driver → the result queue → monitor (saves, calls the hook, acknowledges).
 
 pub mod affinity;
+mod hooks;
 mod http;
 mod monitor;
 pub mod pipe;

@@ -1,4 +1,4 @@
-//! The monitor: saves finished tasks in batches, calls hooks, acknowledges the broker.
+//! The monitor: saves finished tasks in batches, hands hooks to the hook runner, acknowledges the broker.
 //!
 //! A success is acknowledged. A failure (timeouts included) is acknowledged
 //! only with `ack_failures` or the task's `ack_failure`, or once it has had
@@ -11,15 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use super::hooks::HookRunner;
 use super::{RESULT_BATCH, Shared};
 use crate::broker::Receipt;
 use crate::config::Config;
-use crate::registry::Call;
 use crate::store;
-use crate::task::{ErrorKind, TaskRecord};
+use crate::task::ErrorKind;
 
 /// How long the monitor waits for more results when only a few are waiting, so
 /// saves go in batches; also the most it adds to a task's latency.
@@ -56,6 +55,10 @@ pub fn should_acknowledge(config: &Config, finished: &Finished) -> bool {
 
 /// Runs until every sender is gone and the queue is empty.
 pub async fn run(shared: Arc<Shared>, mut results: mpsc::UnboundedReceiver<Finished>) {
+    let mut hooks = HookRunner::new(
+        Arc::clone(&shared.registry),
+        Duration::from_secs(shared.config.hook_timeout),
+    );
     let mut batch = Vec::with_capacity(RESULT_BATCH);
     while results.recv_many(&mut batch, RESULT_BATCH).await > 0 {
         if batch.len() < LINGER_BELOW {
@@ -67,10 +70,13 @@ pub async fn run(shared: Arc<Shared>, mut results: mpsc::UnboundedReceiver<Finis
             .metrics
             .result_queue
             .fetch_sub(batch.len() as u64, Ordering::Relaxed);
-        call_hooks(&shared, &batch).await;
+        for finished in &batch {
+            hooks.start(&finished.stored.record);
+        }
         acknowledge(&shared, &batch).await;
         batch.clear();
     }
+    hooks.finish().await;
 }
 
 async fn save(shared: &Shared, batch: &[Finished]) {
@@ -156,42 +162,6 @@ async fn save_one_by_one(shared: &Shared, records: &[&store::Finished]) {
     }
 }
 
-/// Calls each finished task's hook with its record; a failing hook is logged, never fatal.
-async fn call_hooks(shared: &Arc<Shared>, batch: &[Finished]) {
-    let hooked: Vec<TaskRecord> = batch
-        .iter()
-        .filter(|finished| finished.stored.record.hook.is_some())
-        .map(|finished| finished.stored.record.clone())
-        .collect();
-    if hooked.is_empty() {
-        return;
-    }
-    let registry = Arc::clone(&shared.registry);
-    let called = tokio::task::spawn_blocking(move || {
-        for record in hooked {
-            let Some(hook) = record.hook.as_deref() else {
-                continue;
-            };
-            let argument = serde_json::to_value(&record).unwrap_or(Value::Null);
-            let args = [argument];
-            let kwargs = Map::new();
-            let call = Call {
-                func: hook,
-                args: &args,
-                kwargs: &kwargs,
-                timeout: None,
-            };
-            if let Err(error) = registry.call(&call) {
-                tracing::error!(task = %record.id, "hook {hook} failed: {error}");
-            }
-        }
-    })
-    .await;
-    if let Err(error) = called {
-        tracing::error!("hooks could not run: {error}");
-    }
-}
-
 async fn acknowledge(shared: &Shared, batch: &[Finished]) {
     let receipts: Vec<Receipt> = batch
         .iter()
@@ -219,8 +189,9 @@ async fn acknowledge(shared: &Shared, batch: &[Finished]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{Task, TaskError};
+    use crate::task::{Task, TaskError, TaskRecord};
     use chrono::Utc;
+    use serde_json::Value;
 
     fn finished(success: bool, attempts: u32, ack_failure: Option<bool>) -> Finished {
         let task = Task::new("q8s.noop");

@@ -240,6 +240,10 @@ declare_options! {
     /// Globs of programs the `exec` function may run.
     exec_allow: Vec<String> = Vec::new(),
         default "`[]`", seed "", Globs;
+    /// Seconds a hook may run; then its program is killed, its request cut off, or it is given up.
+    hook_timeout: u64 = 60,
+        default "`60`", seed "",
+        whole(1, 86_400, "a whole number of seconds, 1 to 86400 (a day)");
     /// Seconds a receipt outlasts the task's own timeout.
     receipt_margin: u64 = 30,
         default "`30`", seed "",

@@ -48,6 +48,14 @@ impl ExecPolicy {
         })
     }
 
+    /// A policy that allows no program.
+    pub fn refusing_all() -> ExecPolicy {
+        ExecPolicy {
+            allowed: GlobSet::empty(),
+            globs: Vec::new(),
+        }
+    }
+
     /// Whether `program` may run: matched as written, and never through `..`.
     pub fn allows(&self, program: &str) -> bool {
         let climbs = Path::new(program)
@@ -61,14 +69,33 @@ pub(super) fn run(policy: &ExecPolicy, call: &Call) -> Result<Value, TaskError> 
     let program = call.args.first().and_then(Value::as_str).ok_or_else(|| {
         TaskError::bad_arguments("exec: the first argument must be the program to run")
     })?;
+    let input = json!({ "args": &call.args[1..], "kwargs": call.kwargs }).to_string();
+    // In a worker, the program stays in the worker's process group, which the
+    // sentinel kills whole when the task overruns.
+    run_program(policy, program, input, call.timeout, false)
+}
+
+/// Runs `program` (if `policy` allows it) with `input` on stdin, killed after `timeout`;
+/// its stdout, parsed as JSON, is the result. With `own_group`, the program leads a
+/// process group of its own, killed whole at the timeout, so nothing it started lives on.
+pub(super) fn run_program(
+    policy: &ExecPolicy,
+    program: &str,
+    input: String,
+    timeout: Option<Duration>,
+    own_group: bool,
+) -> Result<Value, TaskError> {
     if !policy.allows(program) {
         return Err(TaskError::failed(format!(
             "exec: {program} is not allowed; add a glob matching it to exec_allow (now {:?})",
             policy.globs
         )));
     }
-    let input = json!({ "args": &call.args[1..], "kwargs": call.kwargs }).to_string();
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    if own_group {
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -85,11 +112,15 @@ pub(super) fn run(policy: &ExecPolicy, call: &Call) -> Result<Value, TaskError> 
     let stdout = read_in_background(child.stdout.take());
     let stderr = read_in_background(child.stderr.take());
 
-    let deadline = call.timeout.map(|timeout| Instant::now() + timeout);
+    let deadline = timeout.map(|timeout| Instant::now() + timeout);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                if own_group && let Ok(pid) = i32::try_from(child.id()) {
+                    let group = nix::unistd::Pid::from_raw(pid);
+                    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(TaskError::new(

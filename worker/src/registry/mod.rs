@@ -91,9 +91,20 @@ impl Call<'_> {
 }
 
 /// Maps dotted function names to functions.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Registry {
     functions: HashMap<String, TaskFn>,
+    exec: Arc<ExecPolicy>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            functions: HashMap::new(),
+            // No globs: no program may run until `exec_allow` names it.
+            exec: Arc::new(ExecPolicy::refusing_all()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -115,9 +126,21 @@ impl Registry {
         let mut registry = Registry::empty();
         builtins::register(&mut registry);
         http::register(&mut registry);
-        let policy = ExecPolicy::new(exec_allow)?;
+        let policy = Arc::new(ExecPolicy::new(exec_allow)?);
+        registry.exec = Arc::clone(&policy);
         registry.register("exec", move |call: &Call| exec::run(&policy, call));
         Ok(registry)
+    }
+
+    /// Runs `program`, if `exec_allow` allows it, with `input` on stdin; it and everything
+    /// it started are killed after `timeout`.
+    pub fn run_program(
+        &self,
+        program: &str,
+        input: String,
+        timeout: Option<Duration>,
+    ) -> Result<Value, TaskError> {
+        exec::run_program(&self.exec, program, input, timeout, true)
     }
 
     /// Registers `function` under `name`, replacing any function of that name.

@@ -191,7 +191,12 @@ async fn requeued_package_comes_back_at_once_with_the_delivery_counted() {
         let delivery = broker.dequeue(1).await.expect("dequeue").remove(0);
         broker.requeue(&delivery.receipt).await.expect("requeue");
         let again = broker.dequeue(1).await.expect("dequeue");
-        assert_eq!(again.len(), 1, "{}: back before its receipt ran out", db.label());
+        assert_eq!(
+            again.len(),
+            1,
+            "{}: back before its receipt ran out",
+            db.label()
+        );
         assert_eq!(
             again[0].attempt,
             2,

@@ -513,6 +513,129 @@ async fn tampered_package_never_runs() {
     }
 }
 
+/// Accepts HTTP requests on 127.0.0.1 and passes each body on; answers 204.
+fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("address").port();
+    let (bodies, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+            if bodies
+                .send(String::from_utf8_lossy(&body).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (port, received)
+}
+
+/// Hooks run beside the result path under hook_timeout: a hook that hangs (for an hour,
+/// killed at hook_timeout) or crashes holds up none of 1,000 other tasks, and a webhook
+/// and an exec hook get the finished task's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_or_crashing_hook_holds_up_nothing_and_any_service_can_be_a_hook() {
+    let db = crate::support::sqlite();
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let hang = program(folder.path(), "hang", "#!/bin/sh\nsleep 3600\n");
+    let crash = program(folder.path(), "crash", "#!/bin/sh\nkill -SEGV $$\n");
+    let seen = folder.path().join("seen");
+    let record = program(
+        folder.path(),
+        "record",
+        &format!("#!/bin/sh\ncat > {}\n", seen.display()),
+    );
+    let (port, webhook) = webhook_receiver();
+    let allow = format!("exec_allow={}/*", folder.path().display());
+    let settings = [
+        "workers=2",
+        "hook_timeout=8",
+        "bulk=100",
+        "queue_limit=200",
+        "save_limit=0",
+        allow.as_str(),
+    ];
+    let client = client(&db, &settings).await;
+    let hooked = |hook: String| TaskRequest {
+        hook: Some(hook),
+        ..TaskRequest::new("q8s.echo").arg("hooked")
+    };
+    let mut first = Vec::new();
+    for hook in [
+        format!("exec:{}", hang.display()),
+        format!("exec:{}", crash.display()),
+        "q8s.fail".to_string(),
+        "no.such.hook".to_string(),
+    ] {
+        first.push(client.enqueue(hooked(hook)).await.expect("enqueue"));
+    }
+    let webhooked = client
+        .enqueue(hooked(format!("http://127.0.0.1:{port}/done")))
+        .await
+        .expect("enqueue");
+    let programmed = client
+        .enqueue(hooked(format!("exec:{}", record.display())))
+        .await
+        .expect("enqueue");
+    let others: Vec<TaskRequest> = (0..1000).map(|_| TaskRequest::new("q8s.noop")).collect();
+    let mut ids = client.enqueue_all(others).await.expect("enqueue");
+    let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
+    let started = Instant::now();
+    ids.extend(first);
+    ids.extend([webhooked.clone(), programmed.clone()]);
+    assert_eq!(wait_for_results(&client, &ids).await, ids.len());
+    let took = started.elapsed();
+    assert!(
+        !cluster.log_text().contains("killed after"),
+        "every result was in before the hung hook's timeout ({took:?})"
+    );
+    let body = webhook
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the webhook was called");
+    let posted: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(posted["id"], webhooked);
+    assert_eq!(posted["result"], json!("hooked"));
+    let started = Instant::now();
+    while !seen.exists()
+        || std::fs::read_to_string(&seen)
+            .unwrap_or_default()
+            .is_empty()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "exec hook never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stdin: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&seen).expect("seen")).expect("JSON");
+    assert_eq!(stdin["id"], programmed);
+    cluster.wait_for_log("killed after", Duration::from_secs(20));
+    let log = cluster.stop();
+    assert!(log.contains("no function named no.such.hook"), "{log}");
+    assert!(
+        processes_with(&hang.display().to_string()).is_empty()
+            && processes_with("sleep 3600").is_empty(),
+        "the hung hook and what it started were killed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hooks_are_called_once_per_finished_task() {
     for db in databases().await {

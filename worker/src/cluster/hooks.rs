@@ -1,0 +1,89 @@
+//! The hook runner: calls finished tasks' hooks beside the result path, never in it.
+//!
+//! Each hook runs in a task of its own under `hook_timeout`, at most
+//! [`HOOKS_AT_ONCE`] at a time; the monitor hands a record over and goes on
+//! saving and acknowledging. A hook that fails, panics or hangs is logged and
+//! given up at its timeout: it cannot stall or crash the sentinel. At stop,
+//! hooks still running get what is left of one `hook_timeout`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::hook::Hook;
+use crate::registry::Registry;
+use crate::task::TaskRecord;
+
+/// Hooks running at once; more wait their turn without holding a thread.
+pub const HOOKS_AT_ONCE: usize = 16;
+
+/// Calls hooks in the background.
+#[derive(Debug)]
+pub struct HookRunner {
+    registry: Arc<Registry>,
+    timeout: Duration,
+    turns: Arc<Semaphore>,
+    running: JoinSet<()>,
+}
+
+impl HookRunner {
+    /// A runner calling hooks from `registry`, each for at most `timeout`.
+    pub fn new(registry: Arc<Registry>, timeout: Duration) -> HookRunner {
+        HookRunner {
+            registry,
+            timeout,
+            turns: Arc::new(Semaphore::new(HOOKS_AT_ONCE)),
+            running: JoinSet::new(),
+        }
+    }
+
+    /// Starts the hook of `record`, if it has one; returns at once.
+    pub fn start(&mut self, record: &TaskRecord) {
+        if record.hook.is_none() {
+            return;
+        }
+        while self.running.try_join_next().is_some() {}
+        let record = record.clone();
+        let registry = Arc::clone(&self.registry);
+        let turns = Arc::clone(&self.turns);
+        let timeout = self.timeout;
+        self.running.spawn(async move {
+            let Ok(_turn) = turns.acquire_owned().await else {
+                return;
+            };
+            let hook = record.hook.clone().unwrap_or_default();
+            let id = record.id.clone();
+            let call = tokio::task::spawn_blocking(move || {
+                Hook::parse(&hook).call(&registry, &record, timeout)
+            });
+            // A Rust function that never returns keeps its thread; the turn is given back.
+            match tokio::time::timeout(timeout + Duration::from_secs(1), call).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(error))) => tracing::error!(task = %id, "hook failed: {error}"),
+                Ok(Err(error)) => tracing::error!(task = %id, "hook failed: {error}"),
+                Err(_) => tracing::error!(
+                    task = %id,
+                    "hook still running after hook_timeout ({timeout:?}); given up"
+                ),
+            }
+        });
+    }
+
+    /// Waits for the hooks still running, at most one `hook_timeout` in all.
+    pub async fn finish(mut self) {
+        let waited = tokio::time::timeout(self.timeout + Duration::from_secs(1), async {
+            while self.running.join_next().await.is_some() {}
+        })
+        .await;
+        if waited.is_err() {
+            tracing::error!(
+                "{} hooks did not finish within hook_timeout ({:?}) of the stop; given up",
+                self.running.len(),
+                self.timeout
+            );
+            self.running.abort_all();
+        }
+    }
+}
