@@ -44,12 +44,13 @@ fn record_hook(call: &Call) -> Result<Value, TaskError> {
         .append(true)
         .open(&path)
         .map_err(|e| TaskError::failed(format!("cannot open {path}: {e}")))?;
-    writeln!(
-        file,
-        "{} {}",
+    // Hooks run side by side: one write per line keeps lines whole in the file.
+    let line = format!(
+        "{} {}\n",
         task["id"].as_str().unwrap_or("?"),
         task["success"]
-    )
-    .map_err(|e| TaskError::failed(format!("cannot write {path}: {e}")))?;
+    );
+    file.write_all(line.as_bytes())
+        .map_err(|e| TaskError::failed(format!("cannot write {path}: {e}")))?;
     Ok(Value::Null)
 }

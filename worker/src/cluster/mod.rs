@@ -1,24 +1,31 @@
 //! The cluster: the seed's `qcluster`.
 //!
-//! One sentinel process runs the pusher, the monitor, the receipt keeper, Stat
-//! and the HTTP endpoints as tasks, and one driver task per worker process.
+//! One sentinel process (`sentinel.rs`) runs the pusher, the monitor, the
+//! hook runner, the receipt keeper (`receipts.rs`), Stat (`stat.rs`) and the
+//! HTTP endpoints as tasks, and one driver (`driver.rs`) per worker process.
 //! A task flows: broker → pusher (verifies the signature) → the task queue
-//! (at most `queue_limit` packages) → a driver → its worker process → the
-//! driver → the result queue → monitor (saves, calls the hook, acknowledges).
+//! (`task_queue.rs`, at most `queue_limit` packages) → a driver → its worker
+//! process → the driver → the result queue → monitor (saves, acknowledges,
+//! hands the hook to the hook runner).
 
 pub mod affinity;
+mod driver;
 mod hooks;
 mod http;
 mod monitor;
 pub mod pipe;
 mod pusher;
+mod receipts;
 pub mod scheduler;
 mod sentinel;
+mod stat;
+mod task_queue;
 pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use crate::broker::{Broker, Leases, Receipt, ResultCache};
@@ -48,6 +55,19 @@ pub struct Held {
     pub attempt: u32,
     /// The task.
     pub task: Task,
+}
+
+/// What the drivers and the stop procedure tell Stat about the cluster's progress.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Tasks running in workers now.
+    pub running: AtomicUsize,
+    /// True once every slot has had its first worker.
+    pub started: AtomicBool,
+    /// True once the stop procedure began.
+    pub stopping: AtomicBool,
+    /// Slots that have a live worker.
+    pub ready: AtomicUsize,
 }
 
 /// What the sentinel's tasks share.

@@ -14,6 +14,7 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 
 use super::monitor::Finished;
+use super::task_queue::TaskQueue;
 use super::{Held, Shared};
 use crate::broker::Delivery;
 use crate::task::{ErrorKind, TaskError, TaskRecord};
@@ -25,6 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub async fn run(
     shared: Arc<Shared>,
     tasks: mpsc::Sender<Held>,
+    queue: Arc<TaskQueue>,
     results: mpsc::UnboundedSender<Finished>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -68,8 +70,7 @@ pub async fn run(
         for (delivery, permit) in deliveries.into_iter().zip(permits) {
             if let Some(held) = accept(&shared, delivery, &results).await {
                 shared.hold(&held.receipt, &held.task);
-                shared.metrics.task_queue.fetch_add(1, Ordering::Relaxed);
-                permit.send(held);
+                queue.put(permit, held);
             }
         }
     }

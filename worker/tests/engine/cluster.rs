@@ -675,7 +675,7 @@ async fn hooks_are_called_once_per_finished_task() {
             client.reader().result(&ids[0]).await.expect("result"),
             Some(Ok(json!("Hello, you!")))
         );
-        cluster.stop();
+        let log = cluster.stop();
         let lines: Vec<String> = std::fs::read_to_string(&hook_log)
             .expect("hooks wrote")
             .lines()
@@ -685,12 +685,17 @@ async fn hooks_are_called_once_per_finished_task() {
             .iter()
             .filter_map(|line| line.split(' ').next())
             .collect();
-        assert_eq!(lines.len(), 41, "{}: one call per finished task", db.label);
+        assert_eq!(
+            lines.len(),
+            41,
+            "{}: one call per finished task\n{lines:?}\n{log}",
+            db.label
+        );
         assert_eq!(hooked_ids.len(), 41, "{}", db.label);
         assert_eq!(
             lines.iter().filter(|line| line.ends_with("false")).count(),
             11,
-            "{}",
+            "{}: {lines:?}\n{log}",
             db.label
         );
     }

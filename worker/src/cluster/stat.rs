@@ -1,0 +1,94 @@
+//! The cluster's Stat: assembled from what the sentinel's tasks count, published every few seconds.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+
+use super::{Progress, STAT_INTERVAL, STAT_TTL, Shared};
+use crate::stat::{Stat, State};
+
+/// What stays the same in every Stat of one cluster.
+#[derive(Debug, Clone)]
+pub struct StatIdentity {
+    /// The cluster id: the sentinel's pid.
+    pub cluster_id: String,
+    /// The host name.
+    pub host: String,
+    /// Time of birth.
+    pub tob: chrono::DateTime<Utc>,
+    /// The sentinel's pid.
+    pub sentinel: u32,
+}
+
+/// The cluster's Stat now; `state` counts only when it is `Stopped`.
+pub fn stat_of(
+    shared: &Shared,
+    progress: &Progress,
+    identity: &StatIdentity,
+    state: State,
+) -> Stat {
+    let metrics = &shared.metrics;
+    Stat {
+        cluster_id: identity.cluster_id.clone(),
+        host: identity.host.clone(),
+        name: shared.config.name.clone(),
+        state,
+        workers: shared
+            .pids
+            .lock()
+            .map(|pids| pids.iter().copied().filter(|pid| *pid != 0).collect())
+            .unwrap_or_default(),
+        task_queue: metrics.task_queue.load(Ordering::Relaxed),
+        result_queue: metrics.result_queue.load(Ordering::Relaxed),
+        reincarnations: metrics.reincarnations.load(Ordering::Relaxed),
+        tob: identity.tob,
+        timestamp: Utc::now(),
+        sentinel: identity.sentinel,
+        pusher: identity.sentinel,
+        monitor: identity.sentinel,
+        queue_limit: shared.config.queue_limit() as u64,
+    }
+    .with_progress(progress)
+}
+
+impl Stat {
+    fn with_progress(mut self, progress: &Progress) -> Stat {
+        if self.state == State::Stopped {
+            return self;
+        }
+        self.state = if progress.stopping.load(Ordering::SeqCst) {
+            State::Stopping
+        } else if !progress.started.load(Ordering::SeqCst) {
+            State::Starting
+        } else if progress.running.load(Ordering::SeqCst) > 0 || self.task_queue > 0 {
+            State::Working
+        } else {
+            State::Idle
+        };
+        self
+    }
+}
+
+/// Publishes the cluster's Stat now on its board.
+pub async fn publish(shared: &Shared, progress: &Progress, identity: &StatIdentity) {
+    let stat = stat_of(shared, progress, identity, State::Idle);
+    if let Err(error) = stat.publish(shared.board.as_ref(), STAT_TTL).await {
+        tracing::warn!("cannot publish Stat: {error}");
+    }
+}
+
+/// Publishes the Stat every few seconds, and reads the broker's queue size for its gauge.
+pub async fn publish_every_interval(
+    shared: Arc<Shared>,
+    progress: Arc<Progress>,
+    identity: StatIdentity,
+) {
+    loop {
+        publish(&shared, &progress, &identity).await;
+        if let Ok(size) = shared.broker.queue_size().await {
+            shared.metrics.broker_queue.store(size, Ordering::Relaxed);
+        }
+        tokio::time::sleep(STAT_INTERVAL).await;
+    }
+}
