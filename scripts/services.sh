@@ -156,6 +156,21 @@ start_sqs() {
   export Q8S_TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
 }
 
+# The Prometheus client library's own exposition parser, from PyPI, checks
+# /metrics in the tests: installed in a virtualenv of its own (kept across
+# runs, outside the clone); exports Q8S_TEST_PROMETHEUS_PYTHON, its python.
+prometheus_client_version=0.26.0
+install_prometheus_parser() {
+  local venv="${Q8S_CACHE_DIR:-$HOME/.cache/q8s}/prometheus-client-$prometheus_client_version"
+  if ! "$venv/bin/python" -c "import prometheus_client" 2>/dev/null; then
+    echo "installing prometheus-client==$prometheus_client_version from PyPI into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && rm -rf "$venv" && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q --disable-pip-version-check "prometheus-client==$prometheus_client_version" >&2
+  fi
+  export Q8S_TEST_PROMETHEUS_PYTHON="$venv/bin/python"
+}
+
 # Stops what this run started, and nothing else.
 stop_services() {
   if [ -n "${started_sqs:-}" ] && [ -f "$started_sqs/moto.pid" ]; then

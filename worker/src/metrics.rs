@@ -1,156 +1,165 @@
-//! Prometheus metrics of a cluster, rendered in the text exposition format.
+//! Prometheus metrics of a cluster, on the `prometheus-client` library.
+//!
+//! Every metric carries the cluster's name as its `cluster` label; tasks are
+//! counted by function and outcome, durations by function, rejected packages
+//! by reason. A function name the cluster does not know is counted as
+//! `unknown`, so enqueueing made-up names cannot grow the exposition without end.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the duration histograms' buckets, in seconds.
 const BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0,
 ];
 
-/// A histogram of durations with fixed buckets.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    /// Sum in microseconds, so it can be an atomic integer.
-    sum_micros: AtomicU64,
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The label of a task function.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FuncLabel {
+    /// The dotted function name, or `unknown`.
+    pub func: String,
 }
 
-impl Histogram {
-    /// Records one observation of `seconds`.
-    pub fn observe(&self, seconds: f64) {
-        let seconds = seconds.max(0.0);
-        if let Some(index) = BUCKETS.iter().position(|bound| seconds <= *bound) {
-            self.buckets[index].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
-    }
+/// The labels of a finished task.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The dotted function name, or `unknown`.
+    pub func: String,
+    /// `success`, or the failure's kind (`failed`, `timeout`, `worker_lost`, …).
+    pub outcome: String,
 }
 
-/// Everything a cluster counts.
-#[derive(Debug, Default)]
+/// The label of a rejected package.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why it was rejected (`bad_signature`, `malformed`, …).
+    pub reason: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Everything a cluster counts, registered for exposition.
+#[derive(Debug)]
 pub struct Metrics {
-    /// Tasks handed to a worker.
-    pub tasks_started: AtomicU64,
-    /// Tasks that succeeded.
-    pub tasks_succeeded: AtomicU64,
-    /// Tasks that failed, timeouts included.
-    pub tasks_failed: AtomicU64,
-    /// Tasks killed at their timeout.
-    pub tasks_timed_out: AtomicU64,
-    /// Packages that did not verify and were never run.
-    pub packages_rejected: AtomicU64,
-    /// Worker processes started again after a recycle, max_rss, timeout or death.
-    pub reincarnations: AtomicU64,
+    registry: Registry,
+    /// Tasks handed to a worker, by function.
+    pub tasks_started: Family<FuncLabel, Counter>,
+    /// Tasks finished, by function and outcome.
+    pub tasks_finished: Family<OutcomeLabels, Counter>,
+    /// Packages that did not verify and were never run, by reason.
+    pub packages_rejected: Family<ReasonLabel, Counter>,
+    /// Worker processes replaced after a recycle, max_rss, timeout or death.
+    pub reincarnations: Counter,
     /// Packages held in memory, not yet started.
-    pub task_queue: AtomicU64,
+    pub task_queue: Gauge,
     /// Finished tasks not yet saved.
-    pub result_queue: AtomicU64,
+    pub result_queue: Gauge,
     /// Packages waiting in the broker, as last read.
-    pub broker_queue: AtomicU64,
+    pub broker_queue: Gauge,
     /// Live worker processes.
-    pub workers: AtomicU64,
-    /// Seconds a task's function ran.
-    pub task_duration: Histogram,
+    pub workers: Gauge,
+    /// Seconds a task's function ran, by function.
+    pub task_duration: Family<FuncLabel, Histogram, fn() -> Histogram>,
     /// Seconds from enqueue to start.
     pub task_wait: Histogram,
 }
 
 impl Metrics {
-    /// The Prometheus text exposition of every metric.
+    /// The metrics of cluster `cluster`, every one labelled with its name.
+    pub fn new(cluster: &str) -> Metrics {
+        let label = [("cluster".into(), cluster.to_string().into())];
+        let mut registry = Registry::with_prefix_and_labels("q8s", label.into_iter());
+        let metrics = Metrics {
+            registry: Registry::default(),
+            tasks_started: Family::default(),
+            tasks_finished: Family::default(),
+            packages_rejected: Family::default(),
+            reincarnations: Counter::default(),
+            task_queue: Gauge::default(),
+            result_queue: Gauge::default(),
+            broker_queue: Gauge::default(),
+            workers: Gauge::default(),
+            task_duration: Family::new_with_constructor(duration_histogram),
+            task_wait: duration_histogram(),
+        };
+        registry.register(
+            "tasks_started",
+            "Tasks handed to a worker",
+            metrics.tasks_started.clone(),
+        );
+        registry.register(
+            "tasks_finished",
+            "Tasks finished, by function and outcome",
+            metrics.tasks_finished.clone(),
+        );
+        registry.register(
+            "packages_rejected",
+            "Packages that did not verify and were never run",
+            metrics.packages_rejected.clone(),
+        );
+        registry.register(
+            "reincarnations",
+            "Worker processes replaced after a recycle, max_rss, timeout or death",
+            metrics.reincarnations.clone(),
+        );
+        registry.register(
+            "task_queue",
+            "Packages held in memory, not yet started",
+            metrics.task_queue.clone(),
+        );
+        registry.register(
+            "result_queue",
+            "Finished tasks not yet saved",
+            metrics.result_queue.clone(),
+        );
+        registry.register(
+            "broker_queue",
+            "Packages waiting in the broker",
+            metrics.broker_queue.clone(),
+        );
+        registry.register("workers", "Live worker processes", metrics.workers.clone());
+        registry.register(
+            "task_duration_seconds",
+            "Seconds a task's function ran",
+            metrics.task_duration.clone(),
+        );
+        registry.register(
+            "task_wait_seconds",
+            "Seconds from enqueue to start",
+            metrics.task_wait.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters = [
-            (
-                "q8s_tasks_started_total",
-                "Tasks handed to a worker.",
-                &self.tasks_started,
-            ),
-            (
-                "q8s_tasks_succeeded_total",
-                "Tasks that succeeded.",
-                &self.tasks_succeeded,
-            ),
-            (
-                "q8s_tasks_failed_total",
-                "Tasks that failed, timeouts included.",
-                &self.tasks_failed,
-            ),
-            (
-                "q8s_tasks_timed_out_total",
-                "Tasks killed at their timeout.",
-                &self.tasks_timed_out,
-            ),
-            (
-                "q8s_packages_rejected_total",
-                "Packages that did not verify and were never run.",
-                &self.packages_rejected,
-            ),
-            (
-                "q8s_reincarnations_total",
-                "Worker processes replaced after a recycle, max_rss, timeout or death.",
-                &self.reincarnations,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("cannot render the metrics: {error}");
         }
-        let gauges = [
-            (
-                "q8s_task_queue",
-                "Packages held in memory, not yet started.",
-                &self.task_queue,
-            ),
-            (
-                "q8s_result_queue",
-                "Finished tasks not yet saved.",
-                &self.result_queue,
-            ),
-            (
-                "q8s_broker_queue",
-                "Packages waiting in the broker.",
-                &self.broker_queue,
-            ),
-            ("q8s_workers", "Live worker processes.", &self.workers),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        self.task_duration.render(
-            &mut out,
-            "q8s_task_duration_seconds",
-            "Seconds a task's function ran.",
-        );
-        self.task_wait.render(
-            &mut out,
-            "q8s_task_wait_seconds",
-            "Seconds from enqueue to start.",
-        );
         out
+    }
+
+    /// A finished task, counted by function and outcome.
+    pub fn finished(&self, func: &str, outcome: &str) {
+        self.tasks_finished
+            .get_or_create(&OutcomeLabels {
+                func: func.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 }
 
@@ -159,30 +168,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative_in_the_exposition() {
-        let metrics = Metrics::default();
-        metrics.task_duration.observe(0.0003);
-        metrics.task_duration.observe(0.02);
-        metrics.task_duration.observe(1000.0);
-        metrics.tasks_started.fetch_add(3, Ordering::Relaxed);
+    fn exposition_labels_tasks_by_cluster_function_and_outcome() {
+        let metrics = Metrics::new("reports");
+        let duration = |func: &str| {
+            metrics
+                .task_duration
+                .get_or_create(&FuncLabel { func: func.into() })
+                .clone()
+        };
+        duration("math.sqrt").observe(0.0003);
+        duration("math.sqrt").observe(0.02);
+        duration("math.sqrt").observe(1000.0);
+        metrics.finished("math.sqrt", "success");
+        metrics.finished("math.sqrt", "timeout");
         let text = metrics.render();
-        assert!(text.contains("q8s_tasks_started_total 3"), "{text}");
         assert!(
-            text.contains("q8s_task_duration_seconds_bucket{le=\"0.0005\"} 1"),
+            text.contains(
+                "q8s_tasks_finished_total{cluster=\"reports\",func=\"math.sqrt\",outcome=\"timeout\"} 1"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("q8s_task_duration_seconds_bucket{le=\"0.025\"} 2"),
+            text.contains(
+                "q8s_task_duration_seconds_bucket{cluster=\"reports\",le=\"0.025\",func=\"math.sqrt\"} 2"
+            ),
             "{text}"
         );
-        assert!(
-            text.contains("q8s_task_duration_seconds_bucket{le=\"300\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("q8s_task_duration_seconds_bucket{le=\"+Inf\"} 3"),
-            "{text}"
-        );
-        assert!(text.contains("q8s_task_duration_seconds_count 3"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -17,6 +17,7 @@ use super::pipe::Job;
 use super::task_queue::TaskQueue;
 use super::worker::{WorkerProcess, WorkerSpec};
 use super::{Held, Progress, Shared};
+use crate::metrics::FuncLabel;
 use crate::task::{ErrorKind, TaskError, TaskRecord};
 
 /// Pause before starting a worker again when starting one failed.
@@ -70,11 +71,11 @@ impl Driver {
             match (before == 0, pid == 0) {
                 (true, false) => {
                     self.progress.ready.fetch_add(1, Ordering::SeqCst);
-                    self.shared.metrics.workers.fetch_add(1, Ordering::Relaxed);
+                    self.shared.metrics.workers.inc();
                 }
                 (false, true) => {
                     self.progress.ready.fetch_sub(1, Ordering::SeqCst);
-                    self.shared.metrics.workers.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.metrics.workers.dec();
                 }
                 _ => {}
             }
@@ -83,10 +84,7 @@ impl Driver {
 
     fn reincarnation(&self) {
         self.set_pid(0);
-        self.shared
-            .metrics
-            .reincarnations
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.reincarnations.inc();
     }
 
     /// Feeds this slot's worker until the stop or the queue's end; returns once its worker has exited.
@@ -178,7 +176,10 @@ impl Driver {
     /// Runs one task on `worker`; returns false when the worker must be replaced.
     async fn work(&self, worker: &mut WorkerProcess, held: Held) -> bool {
         let metrics = &self.shared.metrics;
-        metrics.tasks_started.fetch_add(1, Ordering::Relaxed);
+        let func = FuncLabel {
+            func: self.shared.func_label(&held.task.func).to_string(),
+        };
+        metrics.tasks_started.get_or_create(&func).inc();
         let waited = (Utc::now() - held.task.enqueued)
             .num_microseconds()
             .unwrap_or(0);
@@ -198,7 +199,10 @@ impl Driver {
                 let ran = (done.stopped - done.started)
                     .num_microseconds()
                     .unwrap_or(0);
-                metrics.task_duration.observe(ran as f64 / 1e6);
+                metrics
+                    .task_duration
+                    .get_or_create(&func)
+                    .observe(ran as f64 / 1e6);
                 let record = TaskRecord::finished(
                     &held.task,
                     done.outcome,
@@ -250,10 +254,7 @@ impl Driver {
     }
 
     fn finish(&self, record: TaskRecord, held: &Held) {
-        self.shared
-            .metrics
-            .result_queue
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.result_queue.inc();
         let finished = Finished {
             stored: crate::store::Finished {
                 record,

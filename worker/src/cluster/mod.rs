@@ -101,6 +101,15 @@ impl Shared {
         Leases::from_config(&self.config)
     }
 
+    /// The name metrics count `func` under: itself when this cluster has it, else `unknown`.
+    pub fn func_label<'a>(&self, func: &'a str) -> &'a str {
+        if self.registry.contains(func) {
+            func
+        } else {
+            "unknown"
+        }
+    }
+
     /// The time limit of `task`: its own, else the cluster's.
     pub fn timeout_of(&self, task: &Task) -> Option<Duration> {
         self.config.timeout_for(task).map(Duration::from_secs)

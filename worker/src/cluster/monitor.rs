@@ -8,7 +8,6 @@
 //! has its result saved (or deliberately not, by `save_limit`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -69,7 +68,7 @@ pub async fn run(shared: Arc<Shared>, mut results: mpsc::UnboundedReceiver<Finis
         shared
             .metrics
             .result_queue
-            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            .dec_by(i64::try_from(batch.len()).unwrap_or(i64::MAX));
         for finished in &batch {
             hooks.start(&finished.stored.record);
         }
@@ -107,16 +106,15 @@ async fn save(shared: &Shared, batch: &[Finished]) {
         tokio::time::sleep(STORE_RETRY).await;
     }
     for finished in batch {
-        let metrics = &shared.metrics;
         let record = &finished.stored.record;
-        if record.success {
-            metrics.tasks_succeeded.fetch_add(1, Ordering::Relaxed);
-        } else {
-            metrics.tasks_failed.fetch_add(1, Ordering::Relaxed);
-            if record.error_kind == Some(ErrorKind::Timeout) {
-                metrics.tasks_timed_out.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let outcome = match (record.success, record.error_kind) {
+            (true, _) => "success",
+            (false, Some(kind)) => kind.as_str(),
+            (false, None) => ErrorKind::Failed.as_str(),
+        };
+        shared
+            .metrics
+            .finished(shared.func_label(&record.func), outcome);
     }
 }
 

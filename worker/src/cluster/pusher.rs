@@ -7,7 +7,6 @@
 //! up: saved as failed and acknowledged.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -17,6 +16,7 @@ use super::monitor::Finished;
 use super::task_queue::TaskQueue;
 use super::{Held, Shared};
 use crate::broker::Delivery;
+use crate::metrics::ReasonLabel;
 use crate::task::{ErrorKind, TaskError, TaskRecord};
 
 /// Longest pause after a broker error, doubling from the poll interval.
@@ -88,7 +88,10 @@ async fn accept(
             shared
                 .metrics
                 .packages_rejected
-                .fetch_add(1, Ordering::Relaxed);
+                .get_or_create(&ReasonLabel {
+                    reason: error.category().to_string(),
+                })
+                .inc();
             tracing::error!(
                 receipt = %delivery.receipt.0,
                 reason = error.category(),
@@ -109,7 +112,7 @@ async fn accept(
         let now = Utc::now();
         let outcome = Err(TaskError::new(ErrorKind::WorkerLost, message));
         let record = TaskRecord::finished(&task, outcome, now, now, delivery.attempt);
-        shared.metrics.result_queue.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.result_queue.inc();
         let _ = results.send(Finished {
             stored: crate::store::Finished {
                 record,

@@ -81,6 +81,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
                 })?,
         )
     };
+    let metrics = Metrics::new(&config.name);
     let shared = Arc::new(Shared {
         config,
         broker: opened.queue,
@@ -89,7 +90,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
         store,
         signer,
         registry: Arc::new(registry),
-        metrics: Metrics::default(),
+        metrics,
         held: Default::default(),
         pids: std::sync::Mutex::new(vec![0; workers]),
     });
@@ -153,7 +154,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
     ));
     let server = listener.map(|listener| {
         tracing::info!("metrics, health and readiness on http://{http_address}");
-        tokio::spawn(http::serve(listener, Arc::clone(&shared), workers))
+        tokio::spawn(http::serve(listener, Arc::clone(&shared)))
     });
     tracing::info!("Q Cluster-{cluster_id} running.");
 

@@ -39,9 +39,9 @@ pub fn stat_of(
             .lock()
             .map(|pids| pids.iter().copied().filter(|pid| *pid != 0).collect())
             .unwrap_or_default(),
-        task_queue: metrics.task_queue.load(Ordering::Relaxed),
-        result_queue: metrics.result_queue.load(Ordering::Relaxed),
-        reincarnations: metrics.reincarnations.load(Ordering::Relaxed),
+        task_queue: u64::try_from(metrics.task_queue.get()).unwrap_or(0),
+        result_queue: u64::try_from(metrics.result_queue.get()).unwrap_or(0),
+        reincarnations: metrics.reincarnations.get(),
         tob: identity.tob,
         timestamp: Utc::now(),
         sentinel: identity.sentinel,
@@ -87,7 +87,10 @@ pub async fn publish_every_interval(
     loop {
         publish(&shared, &progress, &identity).await;
         if let Ok(size) = shared.broker.queue_size().await {
-            shared.metrics.broker_queue.store(size, Ordering::Relaxed);
+            shared
+                .metrics
+                .broker_queue
+                .set(i64::try_from(size).unwrap_or(i64::MAX));
         }
         tokio::time::sleep(STAT_INTERVAL).await;
     }

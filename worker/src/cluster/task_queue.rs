@@ -5,7 +5,6 @@
 //! and nowhere else.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::{Mutex, mpsc};
 
@@ -57,11 +56,6 @@ impl TaskQueue {
     }
 
     fn gauge(&self, change: i64) {
-        let gauge = &self.shared.metrics.task_queue;
-        if change > 0 {
-            gauge.fetch_add(change as u64, Ordering::Relaxed);
-        } else {
-            gauge.fetch_sub(change.unsigned_abs(), Ordering::Relaxed);
-        }
+        self.shared.metrics.task_queue.inc_by(change);
     }
 }

@@ -761,7 +761,11 @@ async fn a_long_task_is_not_delivered_again_while_it_runs() {
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").expect("request");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )
+    .expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     response
@@ -783,7 +787,8 @@ async fn cluster_serves_health_readiness_and_metrics_and_pins_workers() {
         "cpu_affinity=1",
     ];
     let client = client(&db, &settings).await;
-    let ids = enqueue_many(&client, &TaskRequest::new("q8s.fail"), 3).await;
+    let mut ids = enqueue_many(&client, &TaskRequest::new("q8s.fail"), 3).await;
+    ids.extend(enqueue_many(&client, &TaskRequest::new("made.up.name"), 2).await);
     // flags() turns HTTP off; the later --set in `settings` wins.
     let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
     wait_for_results(&client, &ids).await;
@@ -793,13 +798,49 @@ async fn cluster_serves_health_readiness_and_metrics_and_pins_workers() {
         ready.starts_with("HTTP/1.1 200") && ready.contains("2 workers up"),
         "{ready}"
     );
-    let metrics = http_get(port, "/metrics");
-    assert!(metrics.contains("q8s_tasks_failed_total 3"), "{metrics}");
-    assert!(metrics.contains("q8s_workers 2"), "{metrics}");
+    let response = http_get(port, "/metrics");
     assert!(
-        metrics.contains("q8s_task_duration_seconds_count 3"),
-        "{metrics}"
+        response.contains("application/openmetrics-text"),
+        "{response}"
     );
+    let body = response.split("\r\n\r\n").nth(1).expect("a body");
+    if let Some(samples) = crate::support::parse_exposition(body) {
+        let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+            samples
+                .iter()
+                .find(|(sample, have, _)| {
+                    sample == name
+                        && have.get("cluster").map(String::as_str) == Some("default")
+                        && labels
+                            .iter()
+                            .all(|(k, v)| have.get(*k).map(String::as_str) == Some(*v))
+                })
+                .map(|(_, _, value)| *value)
+        };
+        let failed = [("func", "q8s.fail"), ("outcome", "failed")];
+        assert_eq!(
+            value("q8s_tasks_finished_total", &failed),
+            Some(3.0),
+            "{body}"
+        );
+        let unknown = [("func", "unknown"), ("outcome", "unknown_function")];
+        assert_eq!(
+            value("q8s_tasks_finished_total", &unknown),
+            Some(2.0),
+            "{body}"
+        );
+        assert_eq!(value("q8s_workers", &[]), Some(2.0), "{body}");
+        let duration = [("func", "q8s.fail")];
+        assert_eq!(
+            value("q8s_task_duration_seconds_count", &duration),
+            Some(3.0),
+            "{body}"
+        );
+        assert!(
+            !body.contains("made.up.name"),
+            "made-up names do not become labels"
+        );
+    }
     assert!(http_get(port, "/nowhere").starts_with("HTTP/1.1 404"));
     for pid in cluster.worker_pids() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("worker status");

@@ -1,5 +1,7 @@
 //! Databases for tests: a fresh SQLite file and, when available, a fresh PostgreSQL database.
 
+use std::collections::BTreeMap;
+
 use q8s::store::Database;
 
 /// One test database; the SQLite file lives as long as this value.
@@ -392,6 +394,40 @@ fn service(variable: &str, name: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// One sample of an exposition: its name, labels and value.
+pub type Sample = (String, BTreeMap<String, String>, f64);
+
+/// The samples of an exposition as the Prometheus client library's own parser reads them:
+/// (name, labels, value); `None` when no parser is configured and none is required.
+pub fn parse_exposition(text: &str) -> Option<Vec<Sample>> {
+    use std::io::Write;
+    let python = service("Q8S_TEST_PROMETHEUS_PYTHON", "the Prometheus parser")?;
+    let script = "import sys, json\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+        out = [[s.name, s.labels, s.value] for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples]\n\
+        print(json.dumps(out))\n";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the parser runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("exposition written");
+    let output = child.wait_with_output().expect("the parser finishes");
+    assert!(
+        output.status.success(),
+        "the Prometheus parser refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(serde_json::from_slice(&output.stdout).expect("the parser's JSON"))
 }
 
 /// The Redis server of the test run, or `None` when none is configured and none is required.
