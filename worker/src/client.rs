@@ -18,9 +18,10 @@ use crate::broker::{self, Broker, BrokerError};
 use crate::config::{Config, ConfigError};
 use crate::hook::Hook;
 use crate::package::{PackageError, Signer};
-use crate::producer::{Producer, TaskRequest};
+use crate::producer::Producer;
 use crate::reader::Reader;
 use crate::registry::{Registry, RegistryError};
+use crate::request::TaskRequest;
 use crate::store::{Database, DatabaseError, Finished, Store, StoreError};
 use crate::task::{Task, TaskRecord};
 
@@ -45,6 +46,12 @@ pub enum ClientError {
     /// The request itself is wrong.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<crate::options::OptionsError> for ClientError {
+    fn from(error: crate::options::OptionsError) -> ClientError {
+        ClientError::Invalid(error.to_string())
+    }
 }
 
 impl ClientError {
@@ -130,7 +137,7 @@ impl Client {
 
     /// Puts a task on the queue, or runs it now when `sync`; returns its id.
     pub async fn enqueue(&self, request: TaskRequest) -> Result<String, ClientError> {
-        if !request.sync.unwrap_or(self.config().sync) {
+        if !request.options.sync.unwrap_or(self.config().sync) {
             return self.producer.enqueue(request).await;
         }
         // The same path as a cluster: verify the package, run, save, call the hook.
@@ -217,14 +224,14 @@ impl Client {
                 record.id
             )));
         }
-        let request = TaskRequest {
+        let mut request = TaskRequest {
             func: record.func.clone(),
             args: record.args.clone(),
             kwargs: record.kwargs.clone(),
-            hook: record.hook.clone(),
-            group: record.group.clone(),
             ..TaskRequest::default()
         };
+        request.options.hook = record.hook.clone();
+        request.options.group = record.group.clone();
         // Enqueue first: if that fails, the failure stays where it was.
         let new_id = self.enqueue(request).await?;
         self.store().delete(&record.id).await?;

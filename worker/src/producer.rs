@@ -14,148 +14,12 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
 use crate::broker::{self, Broker, Opened};
 use crate::client::ClientError;
 use crate::config::Config;
 use crate::package::{Package, Signer};
+use crate::request::TaskRequest;
 use crate::task::{Cached, Task};
-
-/// What to enqueue: the seed's `async(func, *args, hook, group, timeout, save, cached, sync, q_options, **kwargs)`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TaskRequest {
-    /// Dotted function name.
-    pub func: String,
-    /// Positional arguments.
-    pub args: Vec<Value>,
-    /// Keyword arguments.
-    pub kwargs: Map<String, Value>,
-    /// Function called with the finished task.
-    pub hook: Option<String>,
-    /// Group label.
-    pub group: Option<String>,
-    /// Seconds the task may run.
-    pub timeout: Option<u64>,
-    /// Overrides `save_limit` for this task's success.
-    pub save: Option<bool>,
-    /// Keep the result in the cache: true, or seconds.
-    pub cached: Option<Cached>,
-    /// Run now, in this process (or `None` for the configured `sync`).
-    pub sync: Option<bool>,
-    /// Overrides `ack_failures` for this task.
-    pub ack_failure: Option<bool>,
-}
-
-impl TaskRequest {
-    /// A request to run `func`.
-    pub fn new(func: impl Into<String>) -> TaskRequest {
-        TaskRequest {
-            func: func.into(),
-            ..TaskRequest::default()
-        }
-    }
-
-    /// Adds a positional argument.
-    pub fn arg(mut self, value: impl Into<Value>) -> TaskRequest {
-        self.args.push(value.into());
-        self
-    }
-
-    /// Adds a keyword argument.
-    pub fn kwarg(mut self, name: &str, value: impl Into<Value>) -> TaskRequest {
-        self.kwargs.insert(name.to_string(), value.into());
-        self
-    }
-
-    /// Applies the seed's `q_options` dict: hook, group, timeout, save, cached, sync, ack_failure.
-    /// Like the seed, these override the options set one by one.
-    pub fn q_options(mut self, options: &Map<String, Value>) -> Result<TaskRequest, ClientError> {
-        let invalid = |key: &str, expected: &str| {
-            ClientError::Invalid(format!("q_options: `{key}` must be {expected}"))
-        };
-        for (key, value) in options {
-            match key.as_str() {
-                "hook" => {
-                    self.hook = Some(
-                        value
-                            .as_str()
-                            .ok_or_else(|| invalid(key, "a function name"))?
-                            .into(),
-                    )
-                }
-                "group" => {
-                    self.group = Some(
-                        value
-                            .as_str()
-                            .ok_or_else(|| invalid(key, "a string"))?
-                            .into(),
-                    )
-                }
-                "timeout" => {
-                    self.timeout = Some(
-                        value
-                            .as_u64()
-                            .filter(|t| *t > 0 && *t <= crate::task::MAX_TIMEOUT)
-                            .ok_or_else(|| {
-                                invalid(key, "a whole number of seconds, at most a year")
-                            })?,
-                    )
-                }
-                "save" => {
-                    self.save = Some(
-                        value
-                            .as_bool()
-                            .ok_or_else(|| invalid(key, "true or false"))?,
-                    )
-                }
-                "sync" => {
-                    self.sync = Some(
-                        value
-                            .as_bool()
-                            .ok_or_else(|| invalid(key, "true or false"))?,
-                    )
-                }
-                "ack_failure" => {
-                    self.ack_failure = Some(
-                        value
-                            .as_bool()
-                            .ok_or_else(|| invalid(key, "true or false"))?,
-                    )
-                }
-                "cached" => {
-                    self.cached = Some(match (value.as_bool(), value.as_u64()) {
-                        (Some(true), _) => Cached::On,
-                        (Some(false), _) => Cached::Off,
-                        (None, Some(seconds)) => Cached::Seconds(seconds),
-                        _ => return Err(invalid(key, "true, false or seconds")),
-                    })
-                }
-                other => {
-                    return Err(ClientError::Invalid(format!(
-                        "q_options: unknown option `{other}`; the options are hook, group, timeout, save, cached, sync, ack_failure"
-                    )));
-                }
-            }
-        }
-        Ok(self)
-    }
-}
-
-impl TaskRequest {
-    /// The task this request describes, with a fresh id.
-    pub(crate) fn into_task(self) -> Task {
-        let mut task = Task::new(self.func);
-        task.args = self.args;
-        task.kwargs = self.kwargs;
-        task.hook = self.hook;
-        task.group = self.group;
-        task.timeout = self.timeout;
-        task.save = self.save;
-        task.ack_failure = self.ack_failure;
-        task
-    }
-}
 
 /// Signs tasks with the cluster's keys and enqueues them on its broker.
 #[derive(Debug, Clone)]
@@ -208,6 +72,7 @@ impl Producer {
             ));
         }
         if request
+            .options
             .timeout
             .is_some_and(|t| t == 0 || t > crate::task::MAX_TIMEOUT)
         {
@@ -216,7 +81,7 @@ impl Producer {
                 crate::task::MAX_TIMEOUT
             )));
         }
-        let cached = request.cached.unwrap_or(self.config.cached);
+        let cached = request.options.cached.unwrap_or(self.config.cached);
         if cached != Cached::Off && !self.caches {
             return Err(ClientError::Invalid(
                 "cached results are kept in Redis: set broker = \"redis://…\", or leave `cached` off".into(),
@@ -230,7 +95,7 @@ impl Producer {
 
     /// Puts a task on the queue; returns its id. A request for `sync` needs a [`Client`](crate::Client).
     pub async fn enqueue(&self, request: TaskRequest) -> Result<String, ClientError> {
-        if request.sync.unwrap_or(self.config.sync) {
+        if request.options.sync.unwrap_or(self.config.sync) {
             return Err(ClientError::Invalid(
                 "a sync task runs here and saves its result: enqueue it with a Client, which opens the store".into(),
             ));
@@ -251,7 +116,7 @@ impl Producer {
         let mut packages = Vec::with_capacity(requests.len());
         let mut ids = Vec::with_capacity(requests.len());
         for request in requests {
-            if request.sync.unwrap_or(self.config.sync) {
+            if request.options.sync.unwrap_or(self.config.sync) {
                 return Err(ClientError::Invalid(
                     "enqueue_all takes queued tasks; run sync tasks with enqueue".into(),
                 ));

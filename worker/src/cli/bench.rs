@@ -24,7 +24,7 @@ use super::{Exit, Failure};
 use crate::client::{Client, ClientError};
 use crate::cluster::worker::{proc_kib, rss_kib_of};
 use crate::config::Config;
-use crate::producer::TaskRequest;
+use crate::request::TaskRequest;
 
 /// Cluster name the benchmark's tasks go to, so they never mix with real work.
 const BENCH_QUEUE: &str = "q8s-bench";
@@ -147,10 +147,9 @@ pub(super) async fn bench(
     });
 
     if !args.no_drain {
-        let request = TaskRequest {
-            group: Some(DRAIN_GROUP.into()),
-            ..TaskRequest::new("q8s.noop").arg(payload.clone())
-        };
+        let request = TaskRequest::new("q8s.noop")
+            .arg(payload.clone())
+            .group(DRAIN_GROUP);
         let started = Instant::now();
         for _ in 0..args.tasks {
             client.enqueue(request.clone()).await?;
@@ -252,11 +251,10 @@ async fn latency(
     let mut cluster = start_cluster(config_args, cluster_flags)?;
     // Let the cluster finish starting: the run measures an idle cluster, not start-up.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let request = TaskRequest {
-        group: Some(LATENCY_GROUP.into()),
-        save: Some(true),
-        ..TaskRequest::new("q8s.noop").arg(payload.to_string())
-    };
+    let mut request = TaskRequest::new("q8s.noop")
+        .arg(payload.to_string())
+        .group(LATENCY_GROUP);
+    request.options.save = Some(true);
     let count = (rate * duration).round() as usize;
     let started = tokio::time::Instant::now();
     for n in 0..count {

@@ -7,9 +7,11 @@ use serde_json::{Map, Value};
 use super::{EnqueueArgs, Exit, Failure, FailuresCommand, GroupCommand, QueueCommand};
 use crate::client::{Client, ClientError};
 use crate::config::Config;
-use crate::producer::{Producer, TaskRequest};
+use crate::options::TaskOptions;
+use crate::producer::Producer;
 use crate::reader::Reader;
 use crate::registry::Registry;
+use crate::request::TaskRequest;
 use crate::task::TaskRecord;
 
 /// Largest `--wait` accepted: a day.
@@ -56,22 +58,29 @@ pub(super) async fn enqueue(
     if let Some(kwargs) = &args.kwargs {
         request.kwargs = parse_object("--kwargs", kwargs)?;
     }
-    request.group = args.group;
-    request.hook = args.hook;
-    request.timeout = args.timeout;
-    request.save = match (args.save, args.no_save) {
-        (true, _) => Some(true),
-        (_, true) => Some(false),
-        _ => None,
+    request.options = TaskOptions {
+        group: args.group,
+        hook: args.hook,
+        timeout: args.timeout,
+        save: match (args.save, args.no_save) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        sync: args.sync.then_some(true),
+        ..TaskOptions::default()
     };
-    if args.sync {
-        request.sync = Some(true);
-    }
+    request
+        .options
+        .check()
+        .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
     if let Some(options) = &args.q_options {
-        request = request.q_options(&parse_object("--q-options", options)?)?;
+        request = request
+            .q_options(&parse_object("--q-options", options)?)
+            .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
     }
     // Only a sync task needs the store; a queued one needs nothing but the broker.
-    let id = if request.sync.unwrap_or(config.sync) {
+    let id = if request.options.sync.unwrap_or(config.sync) {
         let client = Client::connect_with_registry(config, registry).await?;
         client.enqueue(request).await?
     } else {

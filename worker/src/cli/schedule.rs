@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 
 use super::{Exit, Failure};
 use crate::config::Config;
-use crate::schedule::{Kind, Schedule, ScheduleType, record};
+use crate::options::TaskOptions;
+use crate::schedule::{Kind, Schedule, record};
 use crate::store::{Database, Schedules};
 
 /// Schedule commands.
@@ -73,6 +74,9 @@ pub struct CreateArgs {
     /// Seconds each run may take.
     #[arg(long)]
     timeout: Option<u64>,
+    /// The seed's q_options for each run, as a JSON object (overrides --timeout).
+    #[arg(long, value_name = "JSON")]
+    q_options: Option<String>,
     /// Keyword arguments as a JSON object.
     #[arg(long, value_name = "JSON")]
     kwargs: Option<String>,
@@ -154,10 +158,8 @@ pub(super) async fn schedule(config: Config, command: ScheduleCommand) -> Result
 }
 
 async fn create(schedules: &Schedules, args: CreateArgs) -> Result<i64, Failure> {
-    let schedule_type: ScheduleType = args
-        .schedule_type
-        .parse()
-        .map_err(|e: record::ScheduleError| usage(e.to_string()))?;
+    let kind = Kind::from_parts(&args.schedule_type, args.minutes, args.cron.as_deref())
+        .map_err(|e| usage(e.to_string()))?;
     let zone: Tz = args.tz.parse().map_err(|_| {
         usage(format!(
             "--tz {:?} is not an IANA time zone such as Europe/Berlin or UTC",
@@ -169,14 +171,8 @@ async fn create(schedules: &Schedules, args: CreateArgs) -> Result<i64, Failure>
         Some(text) => parse_time(text, zone)?,
         None => now,
     };
-    let recurrence = record::recurrence(
-        schedule_type,
-        args.minutes,
-        args.cron.as_deref(),
-        &args.tz,
-        first,
-    )
-    .map_err(|e| usage(e.to_string()))?;
+    let recurrence =
+        record::recurrence(kind.clone(), &args.tz, first).map_err(|e| usage(e.to_string()))?;
     // A cron schedule's first run is its first match, not the moment it was made.
     let next_run = match recurrence.kind {
         Kind::Cron(_) => recurrence
@@ -195,13 +191,25 @@ async fn create(schedules: &Schedules, args: CreateArgs) -> Result<i64, Failure>
         },
         None => Map::new(),
     };
-    let mut q_options = Map::new();
-    if let Some(timeout) = args.timeout {
-        if timeout == 0 || timeout > crate::task::MAX_TIMEOUT {
-            return Err(usage("--timeout must be between 1 second and a year"));
-        }
-        q_options.insert("timeout".into(), Value::from(timeout));
+    let given = match &args.q_options {
+        Some(text) => match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => {
+                TaskOptions::from_q_options(&map).map_err(|e| usage(e.to_string()))?
+            }
+            _ => {
+                return Err(usage(format!(
+                    "--q-options must be a JSON object, e.g. '{{\"timeout\": 60}}'; got {text}"
+                )));
+            }
+        },
+        None => TaskOptions::default(),
+    };
+    let options = TaskOptions {
+        timeout: args.timeout,
+        ..TaskOptions::default()
     }
+    .overridden_by(given);
+    options.check().map_err(|e| usage(e.to_string()))?;
     let schedule = Schedule {
         id: 0,
         name: args.name,
@@ -213,16 +221,14 @@ async fn create(schedules: &Schedules, args: CreateArgs) -> Result<i64, Failure>
             .map(|a| serde_json::from_str(a).unwrap_or_else(|_| Value::String(a.clone())))
             .collect(),
         kwargs,
-        schedule_type,
-        minutes: args.minutes,
-        cron: args.cron,
+        kind,
         tz: args.tz,
         repeats: args.repeats,
         anchor: next_run,
         next_run,
         last_run: None,
         task: None,
-        q_options,
+        options,
         paused: false,
     };
     schedules.create(&schedule).await.map_err(|e| {
@@ -264,7 +270,7 @@ async fn list(schedules: &Schedules, json: bool) -> Result<(), Failure> {
             s.id,
             s.name.as_deref().unwrap_or("-"),
             s.func,
-            s.schedule_type.letter(),
+            s.kind.letter(),
             if s.repeats == 0 {
                 "-".to_string()
             } else {

@@ -16,7 +16,6 @@ use crate::client::ClientError;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::package::Signer;
-use crate::producer::TaskRequest;
 use crate::schedule::plan;
 use crate::store::Schedules;
 
@@ -60,15 +59,7 @@ pub async fn run_due(
         }
         let mut last_task = None;
         for _ in &due.runs {
-            let request = TaskRequest {
-                hook: schedule.hook.clone(),
-                group: Some(schedule.group()),
-                args: schedule.args.clone(),
-                kwargs: schedule.kwargs.clone(),
-                ..TaskRequest::new(schedule.func.clone())
-            }
-            .q_options(&schedule.q_options)?;
-            let task = request.into_task();
+            let task = schedule.request().into_task();
             let queued = async {
                 let package = scheduling.signer.pack(&task)?;
                 let timeout = scheduling.config.timeout_for(&task);

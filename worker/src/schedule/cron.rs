@@ -137,6 +137,11 @@ impl Cron {
         })
     }
 
+    /// The expression as given.
+    pub fn expression(&self) -> &str {
+        &self.source
+    }
+
     /// Whether the hour field is `*`: such a schedule runs at every real
     /// instant, both passes of a repeated hour included.
     pub fn every_hour(&self) -> bool {

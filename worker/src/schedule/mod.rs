@@ -23,15 +23,17 @@ use chrono::{
 use chrono_tz::Tz;
 
 pub use cron::{Cron, CronError};
-pub use record::{Due, Schedule, ScheduleError, ScheduleType, plan};
+pub use record::{Due, Schedule, ScheduleError, plan};
 
 /// Longest gap a daylight-saving change leaves in a day, with room to spare.
 const LONGEST_GAP: Duration = Duration::hours(3);
 /// How far ahead a cron expression is searched for its next match (leap years included).
 const CRON_HORIZON_DAYS: i64 = 8 * 366;
 
-/// How often a schedule runs: the seed's types, plus cron.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How often a schedule runs: the seed's types, plus cron; stored as the seed's
+/// letter with `minutes` and `cron` beside it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "KindParts", try_from = "KindParts")]
 pub enum Kind {
     /// Once, at the anchor.
     Once,
@@ -51,6 +53,98 @@ pub enum Kind {
     Yearly,
     /// Whenever a cron expression matches.
     Cron(Cron),
+}
+
+/// A [`Kind`] as stored and as given: the type (letter or name), and its minutes or cron.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KindParts {
+    /// The seed's letter (`O`, `I`, `H`, `D`, `W`, `M`, `Q`, `Y`, `C`) or the type's name.
+    pub schedule_type: String,
+    /// Minutes between runs, for the Minutes type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minutes: Option<u32>,
+    /// The expression, for the Cron type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+}
+
+impl Kind {
+    /// A kind from its type (the seed's letter or the name, any case) and its minutes or cron.
+    pub fn from_parts(
+        schedule_type: &str,
+        minutes: Option<u32>,
+        cron: Option<&str>,
+    ) -> Result<Kind, ScheduleError> {
+        Ok(match schedule_type.to_ascii_lowercase().as_str() {
+            "o" | "once" => Kind::Once,
+            "i" | "minutes" => {
+                Kind::Minutes(minutes.filter(|m| *m > 0).ok_or(ScheduleError::NoMinutes)?)
+            }
+            "h" | "hourly" => Kind::Hourly,
+            "d" | "daily" => Kind::Daily,
+            "w" | "weekly" => Kind::Weekly,
+            "m" | "monthly" => Kind::Monthly,
+            "q" | "quarterly" => Kind::Quarterly,
+            "y" | "yearly" => Kind::Yearly,
+            "c" | "cron" => {
+                let expression = cron.ok_or_else(|| {
+                    ScheduleError::BadCron("a cron schedule needs --cron EXPRESSION".into())
+                })?;
+                Kind::Cron(
+                    Cron::parse(expression).map_err(|e| ScheduleError::BadCron(e.to_string()))?,
+                )
+            }
+            _ => return Err(ScheduleError::BadType(schedule_type.to_string())),
+        })
+    }
+
+    /// The seed's letter.
+    pub fn letter(&self) -> &'static str {
+        match self {
+            Kind::Once => "O",
+            Kind::Minutes(_) => "I",
+            Kind::Hourly => "H",
+            Kind::Daily => "D",
+            Kind::Weekly => "W",
+            Kind::Monthly => "M",
+            Kind::Quarterly => "Q",
+            Kind::Yearly => "Y",
+            Kind::Cron(_) => "C",
+        }
+    }
+
+    /// Minutes between runs, for the Minutes type.
+    pub fn minutes(&self) -> Option<u32> {
+        match self {
+            Kind::Minutes(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The expression, for the Cron type.
+    pub fn cron(&self) -> Option<&str> {
+        match self {
+            Kind::Cron(cron) => Some(cron.expression()),
+            _ => None,
+        }
+    }
+}
+
+impl From<Kind> for KindParts {
+    fn from(kind: Kind) -> KindParts {
+        KindParts {
+            schedule_type: kind.letter().to_string(),
+            minutes: kind.minutes(),
+            cron: kind.cron().map(str::to_string),
+        }
+    }
+}
+
+impl TryFrom<KindParts> for Kind {
+    type Error = ScheduleError;
+    fn try_from(parts: KindParts) -> Result<Kind, ScheduleError> {
+        Kind::from_parts(&parts.schedule_type, parts.minutes, parts.cron.as_deref())
+    }
 }
 
 /// A schedule's timing: its kind, its first run and its time zone.

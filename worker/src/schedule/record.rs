@@ -1,39 +1,16 @@
 //! The Schedule record (the seed's model) and what running it when due means.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Cron, Kind, Recurrence};
+use super::{Kind, Recurrence};
+use crate::options::TaskOptions;
+use crate::request::TaskRequest;
 
 /// Runs the scheduler starts for one schedule in one check, at most, when catching up.
 pub const MAX_RUNS_PER_CHECK: usize = 1000;
-
-/// The seed's schedule types, stored by their letters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ScheduleType {
-    /// `O`: once.
-    Once,
-    /// `I`: every `minutes` minutes.
-    Minutes,
-    /// `H`: hourly.
-    Hourly,
-    /// `D`: daily.
-    Daily,
-    /// `W`: weekly.
-    Weekly,
-    /// `M`: monthly.
-    Monthly,
-    /// `Q`: quarterly.
-    Quarterly,
-    /// `Y`: yearly.
-    Yearly,
-    /// `C`: by a cron expression.
-    Cron,
-}
 
 /// Why a schedule is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,43 +31,6 @@ pub enum ScheduleError {
     BadZone(String),
 }
 
-impl ScheduleType {
-    /// The seed's letter.
-    pub fn letter(self) -> &'static str {
-        match self {
-            ScheduleType::Once => "O",
-            ScheduleType::Minutes => "I",
-            ScheduleType::Hourly => "H",
-            ScheduleType::Daily => "D",
-            ScheduleType::Weekly => "W",
-            ScheduleType::Monthly => "M",
-            ScheduleType::Quarterly => "Q",
-            ScheduleType::Yearly => "Y",
-            ScheduleType::Cron => "C",
-        }
-    }
-}
-
-impl FromStr for ScheduleType {
-    type Err = ScheduleError;
-
-    /// A letter (`D`) or a name (`daily`), in any case.
-    fn from_str(text: &str) -> Result<ScheduleType, ScheduleError> {
-        Ok(match text.to_ascii_lowercase().as_str() {
-            "o" | "once" => ScheduleType::Once,
-            "i" | "minutes" => ScheduleType::Minutes,
-            "h" | "hourly" => ScheduleType::Hourly,
-            "d" | "daily" => ScheduleType::Daily,
-            "w" | "weekly" => ScheduleType::Weekly,
-            "m" | "monthly" => ScheduleType::Monthly,
-            "q" | "quarterly" => ScheduleType::Quarterly,
-            "y" | "yearly" => ScheduleType::Yearly,
-            "c" | "cron" => ScheduleType::Cron,
-            _ => return Err(ScheduleError::BadType(text.to_string())),
-        })
-    }
-}
-
 /// A schedule: the seed's fields, plus cron, a time zone and pausing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {
@@ -106,12 +46,9 @@ pub struct Schedule {
     pub args: Vec<Value>,
     /// Keyword arguments.
     pub kwargs: Map<String, Value>,
-    /// The type.
-    pub schedule_type: ScheduleType,
-    /// Minutes between runs, for the Minutes type.
-    pub minutes: Option<u32>,
-    /// The expression, for the Cron type.
-    pub cron: Option<String>,
+    /// How often it runs.
+    #[serde(flatten)]
+    pub kind: Kind,
     /// IANA time zone the calendar types and cron follow.
     pub tz: String,
     /// Runs left: -1 (or less) forever and still counting down, 0 never, N that many.
@@ -124,8 +61,9 @@ pub struct Schedule {
     pub last_run: Option<DateTime<Utc>>,
     /// Id of the last task it created.
     pub task: Option<String>,
-    /// Task options (timeout, save, ack_failure…), as the seed's `q_options`.
-    pub q_options: Map<String, Value>,
+    /// Options of the tasks it creates (timeout, save, ack_failure…), stored as the seed's `q_options`.
+    #[serde(rename = "q_options")]
+    pub options: TaskOptions,
     /// Paused schedules do not run until resumed.
     pub paused: bool,
 }
@@ -138,45 +76,35 @@ impl Schedule {
 
     /// Its timing, checked.
     pub fn recurrence(&self) -> Result<Recurrence, ScheduleError> {
-        recurrence(
-            self.schedule_type,
-            self.minutes,
-            self.cron.as_deref(),
-            &self.tz,
-            self.anchor,
-        )
+        recurrence(self.kind.clone(), &self.tz, self.anchor)
+    }
+
+    /// The request each of its runs enqueues: its function and arguments, its
+    /// hook, its name (else id) as the group, then its own task options over them.
+    pub fn request(&self) -> TaskRequest {
+        let base = TaskOptions {
+            hook: self.hook.clone(),
+            group: Some(self.group()),
+            ..TaskOptions::default()
+        };
+        TaskRequest {
+            func: self.func.clone(),
+            args: self.args.clone(),
+            kwargs: self.kwargs.clone(),
+            options: base.overridden_by(self.options.clone()),
+        }
     }
 }
 
-/// The timing of a schedule from its stored fields, checked.
+/// The timing of a schedule of `kind` in the IANA zone `tz`, first running at `anchor`.
 pub fn recurrence(
-    schedule_type: ScheduleType,
-    minutes: Option<u32>,
-    cron: Option<&str>,
+    kind: Kind,
     tz: &str,
     anchor: DateTime<Utc>,
 ) -> Result<Recurrence, ScheduleError> {
     let zone: Tz = tz
         .parse()
         .map_err(|_| ScheduleError::BadZone(tz.to_string()))?;
-    let kind = match schedule_type {
-        ScheduleType::Once => Kind::Once,
-        ScheduleType::Minutes => {
-            Kind::Minutes(minutes.filter(|m| *m > 0).ok_or(ScheduleError::NoMinutes)?)
-        }
-        ScheduleType::Hourly => Kind::Hourly,
-        ScheduleType::Daily => Kind::Daily,
-        ScheduleType::Weekly => Kind::Weekly,
-        ScheduleType::Monthly => Kind::Monthly,
-        ScheduleType::Quarterly => Kind::Quarterly,
-        ScheduleType::Yearly => Kind::Yearly,
-        ScheduleType::Cron => {
-            let expression = cron.ok_or_else(|| {
-                ScheduleError::BadCron("a cron schedule needs --cron EXPRESSION".into())
-            })?;
-            Kind::Cron(Cron::parse(expression).map_err(|e| ScheduleError::BadCron(e.to_string()))?)
-        }
-    };
     Ok(Recurrence { kind, anchor, zone })
 }
 
@@ -256,11 +184,7 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    fn schedule(
-        schedule_type: ScheduleType,
-        next_run: &str,
-        repeats: i64,
-    ) -> (Schedule, Recurrence) {
+    fn schedule(kind: Kind, next_run: &str, repeats: i64) -> (Schedule, Recurrence) {
         let schedule = Schedule {
             id: 7,
             name: None,
@@ -268,16 +192,14 @@ mod tests {
             hook: None,
             args: Vec::new(),
             kwargs: Map::new(),
-            schedule_type,
-            minutes: Some(15),
-            cron: None,
+            kind,
             tz: "UTC".into(),
             repeats,
             anchor: at("2026-01-01T00:00:00Z"),
             next_run: at(next_run),
             last_run: None,
             task: None,
-            q_options: Map::new(),
+            options: TaskOptions::default(),
             paused: false,
         };
         let recurrence = schedule.recurrence().expect("valid");
@@ -286,7 +208,7 @@ mod tests {
 
     #[test]
     fn catch_up_runs_every_missed_slot_then_resumes_on_time() {
-        let (s, r) = schedule(ScheduleType::Hourly, "2026-01-01T00:00:00Z", -1);
+        let (s, r) = schedule(Kind::Hourly, "2026-01-01T00:00:00Z", -1);
         let due = plan(&s, &r, at("2026-01-02T00:30:00Z"), true);
         assert_eq!(
             due.runs.len(),
@@ -299,7 +221,7 @@ mod tests {
 
     #[test]
     fn without_catch_up_it_runs_once_and_resumes_after_now() {
-        let (s, r) = schedule(ScheduleType::Hourly, "2026-01-01T00:00:00Z", -1);
+        let (s, r) = schedule(Kind::Hourly, "2026-01-01T00:00:00Z", -1);
         let due = plan(&s, &r, at("2026-01-02T00:30:00Z"), false);
         assert_eq!(due.runs, vec![at("2026-01-01T00:00:00Z")]);
         assert_eq!(due.next_run, at("2026-01-02T01:00:00Z"));
@@ -307,7 +229,7 @@ mod tests {
 
     #[test]
     fn positive_repeats_limit_the_runs_even_when_catching_up() {
-        let (s, r) = schedule(ScheduleType::Minutes, "2026-01-01T00:00:00Z", 3);
+        let (s, r) = schedule(Kind::Minutes(15), "2026-01-01T00:00:00Z", 3);
         let due = plan(&s, &r, at("2026-01-01T05:00:00Z"), true);
         assert_eq!(due.runs.len(), 3);
         assert_eq!(due.repeats, 0, "no runs left: it stops");
@@ -316,41 +238,47 @@ mod tests {
 
     #[test]
     fn once_with_negative_repeats_is_deleted_and_positive_is_kept() {
-        let (s, r) = schedule(ScheduleType::Once, "2026-01-01T00:00:00Z", -1);
+        let (s, r) = schedule(Kind::Once, "2026-01-01T00:00:00Z", -1);
         let due = plan(&s, &r, at("2026-01-03T00:00:00Z"), true);
         assert_eq!((due.runs.len(), due.delete), (1, true));
-        let (s, r) = schedule(ScheduleType::Once, "2026-01-01T00:00:00Z", 1);
+        let (s, r) = schedule(Kind::Once, "2026-01-01T00:00:00Z", 1);
         let due = plan(&s, &r, at("2026-01-03T00:00:00Z"), true);
         assert_eq!((due.runs.len(), due.delete, due.repeats), (1, false, 0));
     }
 
     #[test]
-    fn types_parse_from_letters_and_names() {
-        assert_eq!("D".parse::<ScheduleType>(), Ok(ScheduleType::Daily));
-        assert_eq!("minutes".parse::<ScheduleType>(), Ok(ScheduleType::Minutes));
+    fn kinds_parse_from_letters_and_names_and_say_what_is_missing() {
+        assert_eq!(Kind::from_parts("D", None, None), Ok(Kind::Daily));
+        assert_eq!(
+            Kind::from_parts("minutes", Some(5), None),
+            Ok(Kind::Minutes(5))
+        );
+        assert_eq!(
+            Kind::from_parts("I", None, None),
+            Err(ScheduleError::NoMinutes)
+        );
         assert!(matches!(
-            "fortnightly".parse::<ScheduleType>(),
+            Kind::from_parts("fortnightly", None, None),
             Err(ScheduleError::BadType(_))
         ));
-        assert!(
-            recurrence(
-                ScheduleType::Daily,
-                None,
-                None,
-                "Mars/Olympus",
-                at("2026-01-01T00:00:00Z")
-            )
-            .is_err()
-        );
-        assert!(
-            recurrence(
-                ScheduleType::Minutes,
-                None,
-                None,
-                "UTC",
-                at("2026-01-01T00:00:00Z")
-            )
-            .is_err()
-        );
+        assert!(matches!(
+            Kind::from_parts("cron", None, None),
+            Err(ScheduleError::BadCron(_))
+        ));
+        let cron = Kind::from_parts("C", None, Some("0 9 * * 1")).expect("cron");
+        assert_eq!((cron.letter(), cron.cron()), ("C", Some("0 9 * * 1")));
+        assert!(recurrence(Kind::Daily, "Mars/Olympus", at("2026-01-01T00:00:00Z")).is_err());
+    }
+
+    #[test]
+    fn a_run_takes_the_schedule_hook_and_group_then_its_own_options() {
+        let (mut s, _) = schedule(Kind::Hourly, "2026-01-01T00:00:00Z", -1);
+        s.hook = Some("myapp.done".into());
+        s.options.timeout = Some(30);
+        s.options.group = Some("reports".into());
+        let request = s.request();
+        assert_eq!(request.options.hook.as_deref(), Some("myapp.done"));
+        assert_eq!(request.options.group.as_deref(), Some("reports"));
+        assert_eq!(request.options.timeout, Some(30));
     }
 }

@@ -7,7 +7,8 @@ use sqlx::any::AnyRow;
 
 use super::{Database, StoreError};
 use crate::clock::{from_micros, micros};
-use crate::schedule::{Due, Schedule, ScheduleType};
+use crate::options::TaskOptions;
+use crate::schedule::{Due, Kind, Schedule};
 
 const COLUMNS: &str = "id, name, func, hook, args, kwargs, schedule_type, minutes, cron, tz, repeats, \
      anchor, next_run, last_run, task, q_options, CASE WHEN paused THEN 1 ELSE 0 END AS paused_flag";
@@ -46,14 +47,14 @@ impl Schedules {
         .bind(schedule.hook.clone())
         .bind(Value::Array(schedule.args.clone()).to_string())
         .bind(Value::Object(schedule.kwargs.clone()).to_string())
-        .bind(schedule.schedule_type.letter())
-        .bind(schedule.minutes.map(i64::from))
-        .bind(schedule.cron.clone())
+        .bind(schedule.kind.letter())
+        .bind(schedule.kind.minutes().map(i64::from))
+        .bind(schedule.kind.cron().map(str::to_string))
         .bind(schedule.tz.clone())
         .bind(schedule.repeats)
         .bind(micros(schedule.anchor))
         .bind(micros(schedule.next_run))
-        .bind(Value::Object(schedule.q_options.clone()).to_string())
+        .bind(Value::Object(schedule.options.to_q_options()).to_string())
         .bind(schedule.paused)
         .fetch_one(self.db.pool())
         .await?;
@@ -131,7 +132,18 @@ impl Schedules {
             .bind(limit)
             .fetch_all(self.db.pool())
             .await?;
-        rows.iter().map(schedule_from_row).collect()
+        // A row that does not read back (say, q_options edited by hand) is
+        // left alone and unclaimed; it must not stop the others.
+        Ok(rows
+            .iter()
+            .filter_map(|row| match schedule_from_row(row) {
+                Ok(schedule) => Some(schedule),
+                Err(error) => {
+                    tracing::error!("a due schedule cannot run and is left as it is: {error}");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// Takes a due run for this process: moves `next_run` and `repeats` on (or
@@ -214,6 +226,14 @@ fn schedule_from_row(row: &AnyRow) -> Result<Schedule, StoreError> {
         other => return Err(corrupt("args", format!("not an array: {other}"))),
     };
     let schedule_type: String = row.try_get("schedule_type")?;
+    let minutes = row
+        .try_get::<Option<i64>, _>("minutes")?
+        .and_then(|m| u32::try_from(m).ok());
+    let cron: Option<String> = row.try_get("cron")?;
+    let kind = Kind::from_parts(&schedule_type, minutes, cron.as_deref())
+        .map_err(|e| corrupt("schedule_type", e.to_string()))?;
+    let options = TaskOptions::from_q_options(&object(json("q_options")?, "q_options")?)
+        .map_err(|e| corrupt("q_options", e.to_string()))?;
     Ok(Schedule {
         id,
         name: row.try_get("name")?,
@@ -221,20 +241,14 @@ fn schedule_from_row(row: &AnyRow) -> Result<Schedule, StoreError> {
         hook: row.try_get("hook")?,
         args,
         kwargs: object(json("kwargs")?, "kwargs")?,
-        schedule_type: schedule_type
-            .parse::<ScheduleType>()
-            .map_err(|e| corrupt("schedule_type", e.to_string()))?,
-        minutes: row
-            .try_get::<Option<i64>, _>("minutes")?
-            .and_then(|m| u32::try_from(m).ok()),
-        cron: row.try_get("cron")?,
+        kind,
         tz: row.try_get("tz")?,
         repeats: row.try_get("repeats")?,
         anchor: from_micros(row.try_get("anchor")?),
         next_run: from_micros(row.try_get("next_run")?),
         last_run: row.try_get::<Option<i64>, _>("last_run")?.map(from_micros),
         task: row.try_get("task")?,
-        q_options: object(json("q_options")?, "q_options")?,
+        options,
         paused: row.try_get::<i64, _>("paused_flag")? != 0,
     })
 }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use q8s::config::{Config, Sources};
-use q8s::{Call, Client, Registry, TaskRequest};
+use q8s::{Call, Client, Registry, TaskOptions, TaskRequest};
 use serde_json::{Value, json};
 
 use crate::support::{TestDb, databases};
@@ -42,8 +42,11 @@ async fn hook_is_called_once_with_the_finished_task_even_when_it_failed() {
         let ok = TaskRequest::new("math.copysign").arg(2).arg(-2);
         let ok_id = client
             .enqueue(TaskRequest {
-                hook: Some("hooks.record".into()),
-                sync: Some(true),
+                options: TaskOptions {
+                    hook: Some("hooks.record".into()),
+                    sync: Some(true),
+                    ..TaskOptions::default()
+                },
                 ..ok
             })
             .await
@@ -51,8 +54,11 @@ async fn hook_is_called_once_with_the_finished_task_even_when_it_failed() {
         let failing = TaskRequest::new("q8s.fail").arg("on purpose");
         let failed_id = client
             .enqueue(TaskRequest {
-                hook: Some("hooks.record".into()),
-                sync: Some(true),
+                options: TaskOptions {
+                    hook: Some("hooks.record".into()),
+                    sync: Some(true),
+                    ..TaskOptions::default()
+                },
                 ..failing
             })
             .await
@@ -67,8 +73,11 @@ async fn hook_is_called_once_with_the_finished_task_even_when_it_failed() {
         // A hook that panics is logged; the task's result stands.
         let id = client
             .enqueue(TaskRequest {
-                hook: Some("hooks.broken".into()),
-                sync: Some(true),
+                options: TaskOptions {
+                    hook: Some("hooks.broken".into()),
+                    sync: Some(true),
+                    ..TaskOptions::default()
+                },
                 ..TaskRequest::new("math.sqrt").arg(9)
             })
             .await
@@ -86,12 +95,11 @@ async fn q_options_override_the_single_options_and_unknown_ones_are_refused() {
         db.connect().await;
         let client = Client::connect(config(&db)).await.expect("client");
         let options = json!({"group": "from-options", "sync": true, "timeout": 30});
-        let request = TaskRequest {
-            group: Some("ignored".into()),
-            ..TaskRequest::new("q8s.echo").arg(1)
-        }
-        .q_options(options.as_object().expect("object"))
-        .expect("valid options");
+        let request = TaskRequest::new("q8s.echo")
+            .arg(1)
+            .group("ignored")
+            .q_options(options.as_object().expect("object"))
+            .expect("valid options");
         let id = client.enqueue(request).await.expect("enqueue");
         let record = client
             .reader()

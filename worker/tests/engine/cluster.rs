@@ -366,10 +366,7 @@ async fn timeout_kills_only_the_task_that_overran() {
         let settings = ["workers=2", "save_limit=0"];
         let client = client(&db, &settings).await;
         let slow = client
-            .enqueue(TaskRequest {
-                timeout: Some(1),
-                ..TaskRequest::new("time.sleep").arg(60)
-            })
+            .enqueue(TaskRequest::new("time.sleep").arg(60).timeout(1))
             .await
             .expect("enqueue");
         let quick = enqueue_many(&client, &TaskRequest::new("time.sleep").arg(0.05), 30).await;
@@ -572,10 +569,7 @@ async fn a_hanging_or_crashing_hook_holds_up_nothing_and_any_service_can_be_a_ho
         allow.as_str(),
     ];
     let client = client(&db, &settings).await;
-    let hooked = |hook: String| TaskRequest {
-        hook: Some(hook),
-        ..TaskRequest::new("q8s.echo").arg("hooked")
-    };
+    let hooked = |hook: String| TaskRequest::new("q8s.echo").arg("hooked").hook(hook);
     let mut first = Vec::new();
     for hook in [
         format!("exec:{}", hang.display()),
@@ -643,10 +637,7 @@ async fn hooks_are_called_once_per_finished_task() {
         let hook_log = folder.path().join("hooks.log");
         let settings = ["workers=2", "ack_failures=true", "save_limit=0"];
         let client = client(&db, &settings).await;
-        let hooked = |request: TaskRequest| TaskRequest {
-            hook: Some("myapp.record_hook".into()),
-            ..request
-        };
+        let hooked = |request: TaskRequest| request.hook("myapp.record_hook");
         let mut ids = enqueue_many(
             &client,
             &hooked(TaskRequest::new("myapp.greet").arg("you")),
@@ -656,10 +647,7 @@ async fn hooks_are_called_once_per_finished_task() {
         ids.extend(enqueue_many(&client, &hooked(TaskRequest::new("q8s.fail")), 10).await);
         ids.push(
             client
-                .enqueue(TaskRequest {
-                    timeout: Some(1),
-                    ..hooked(TaskRequest::new("time.sleep").arg(30))
-                })
+                .enqueue(hooked(TaskRequest::new("time.sleep").arg(30)).timeout(1))
                 .await
                 .expect("enqueue"),
         );
@@ -883,10 +871,11 @@ async fn a_timed_out_exec_program_does_not_outlive_its_task() {
     let settings = ["workers=1", "save_limit=0", allow.as_str()];
     let client = client(&db, &settings).await;
     let id = client
-        .enqueue(TaskRequest {
-            timeout: Some(1),
-            ..TaskRequest::new("exec").arg(script.display().to_string())
-        })
+        .enqueue(
+            TaskRequest::new("exec")
+                .arg(script.display().to_string())
+                .timeout(1),
+        )
         .await
         .expect("enqueue");
     let cluster = ClusterProcess::start(&q8s_binary(), &db, &settings);
@@ -1084,17 +1073,14 @@ async fn cached_results_live_in_redis_and_are_read_back_from_there() {
         name.as_str(),
     ];
     let client = client(&store, &settings).await;
-    let request = TaskRequest {
-        group: Some(group.clone()),
-        ..TaskRequest::new("math.copysign").arg(2).arg(-2)
-    };
+    let request = TaskRequest::new("math.copysign")
+        .arg(2)
+        .arg(-2)
+        .group(group.clone());
     let mut ids = enqueue_many(&client, &request, 3).await;
     ids.push(
         client
-            .enqueue(TaskRequest {
-                group: Some(group.clone()),
-                ..TaskRequest::new("q8s.fail")
-            })
+            .enqueue(TaskRequest::new("q8s.fail").group(group.clone()))
             .await
             .expect("enqueue"),
     );
@@ -1151,10 +1137,7 @@ async fn cached_results_live_in_redis_and_are_read_back_from_there() {
     let sql = crate::support::sqlite();
     let sql_client = crate::support::client(&sql, &[]).await;
     let error = sql_client
-        .enqueue(TaskRequest {
-            cached: Some(q8s::config::Cached::On),
-            ..TaskRequest::new("q8s.noop")
-        })
+        .enqueue(TaskRequest::new("q8s.noop").cached(q8s::config::Cached::On))
         .await
         .expect_err("refused");
     assert!(error.to_string().contains("redis://"), "{error}");

@@ -4,19 +4,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use q8s::Clock;
+use q8s::TaskOptions;
 use q8s::cluster::scheduler::{Scheduling, run_due};
-use q8s::schedule::{Schedule, ScheduleType};
+use q8s::schedule::{Kind, Schedule};
 use q8s::store::Schedules;
 use serde_json::{Map, json};
 
 use crate::support::{client, databases, postgres};
 
-fn schedule(
-    name: &str,
-    schedule_type: ScheduleType,
-    first: DateTime<Utc>,
-    repeats: i64,
-) -> Schedule {
+fn schedule(name: &str, kind: Kind, first: DateTime<Utc>, repeats: i64) -> Schedule {
     Schedule {
         id: 0,
         name: Some(name.into()),
@@ -24,16 +20,14 @@ fn schedule(
         hook: None,
         args: vec![json!(2), json!(-2)],
         kwargs: Map::new(),
-        schedule_type,
-        minutes: Some(1),
-        cron: None,
+        kind,
         tz: "UTC".into(),
         repeats,
         anchor: first,
         next_run: first,
         last_run: None,
         task: None,
-        q_options: Map::new(),
+        options: TaskOptions::default(),
         paused: false,
     }
 }
@@ -54,18 +48,35 @@ async fn catch_up_repeats_and_pause_follow_the_seed_with_a_moved_clock() {
             let limited = format!("three-{catch_up}");
             let paused = format!("paused-{catch_up}");
             schedules
-                .create(&schedule(&hourly, ScheduleType::Hourly, clock.now(), -1))
+                .create(&schedule(&hourly, Kind::Hourly, clock.now(), -1))
                 .await
                 .expect("create");
             schedules
-                .create(&schedule(&limited, ScheduleType::Minutes, clock.now(), 3))
+                .create(&schedule(&limited, Kind::Minutes(1), clock.now(), 3))
                 .await
                 .expect("create");
             let id = schedules
-                .create(&schedule(&paused, ScheduleType::Hourly, clock.now(), -1))
+                .create(&schedule(&paused, Kind::Hourly, clock.now(), -1))
                 .await
                 .expect("create");
             schedules.set_paused(id, true).await.expect("pause");
+            // Options edited by hand into something no task takes: this schedule is left
+            // alone, unclaimed, and the others still run.
+            let broken = schedules
+                .create(&schedule(
+                    &format!("broken-{catch_up}"),
+                    Kind::Hourly,
+                    clock.now(),
+                    -1,
+                ))
+                .await
+                .expect("create");
+            sqlx::query("UPDATE q8s_schedules SET q_options = $1 WHERE id = $2")
+                .bind(r#"{"timeout": "soon"}"#)
+                .bind(broken)
+                .execute(client.store().database().pool())
+                .await
+                .expect("break its options");
             let scheduling = Scheduling {
                 schedules: &schedules,
                 broker: client.broker().as_ref(),
@@ -108,6 +119,13 @@ async fn catch_up_repeats_and_pause_follow_the_seed_with_a_moved_clock() {
             );
             let paused_after = schedules.get(&paused).await.expect("get").expect("kept");
             assert_eq!(paused_after.last_run, None, "{}: paused", db.label);
+            let (last_run,): (Option<i64>,) =
+                sqlx::query_as("SELECT last_run FROM q8s_schedules WHERE id = $1")
+                    .bind(broken)
+                    .fetch_one(client.store().database().pool())
+                    .await
+                    .expect("the broken schedule is still there");
+            assert_eq!(last_run, None, "{}: never claimed", db.label);
             client.broker().purge_queue().await.expect("purge");
         }
     }
@@ -120,11 +138,11 @@ async fn once_with_negative_repeats_is_deleted_after_it_runs() {
         let schedules = Schedules::new(client.store().database().clone());
         let now = Utc::now();
         schedules
-            .create(&schedule("once-gone", ScheduleType::Once, now, -1))
+            .create(&schedule("once-gone", Kind::Once, now, -1))
             .await
             .expect("create");
         schedules
-            .create(&schedule("once-kept", ScheduleType::Once, now, 1))
+            .create(&schedule("once-kept", Kind::Once, now, 1))
             .await
             .expect("create");
         let scheduling = Scheduling {
@@ -168,7 +186,7 @@ async fn two_clusters_on_one_postgres_run_each_slot_of_a_missed_day_once() {
     let schedules = Schedules::new(client.store().database().clone());
     let day_ago = Utc::now() - chrono::Duration::days(1);
     schedules
-        .create(&schedule("minutely", ScheduleType::Minutes, day_ago, -1))
+        .create(&schedule("minutely", Kind::Minutes(1), day_ago, -1))
         .await
         .expect("create");
     let first =
