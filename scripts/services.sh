@@ -171,6 +171,22 @@ install_prometheus_parser() {
   export Q8S_TEST_PROMETHEUS_PYTHON="$venv/bin/python"
 }
 
+# cronsim, an independent cron implementation from PyPI that follows Debian's
+# (Vixie) cron, is the oracle of the cron differential test: installed in a
+# virtualenv of its own (kept across runs, outside the clone); exports
+# Q8S_TEST_CRONSIM_PYTHON, its python.
+cronsim_version=2.8
+install_cron_oracle() {
+  local venv="${Q8S_CACHE_DIR:-$HOME/.cache/q8s}/cronsim-$cronsim_version"
+  if ! "$venv/bin/python" -c "import cronsim" 2>/dev/null; then
+    echo "installing cronsim==$cronsim_version from PyPI into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && rm -rf "$venv" && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q --disable-pip-version-check "cronsim==$cronsim_version" >&2
+  fi
+  export Q8S_TEST_CRONSIM_PYTHON="$venv/bin/python"
+}
+
 # Stops what this run started, and nothing else.
 stop_services() {
   if [ -n "${started_sqs:-}" ] && [ -f "$started_sqs/moto.pid" ]; then

@@ -10,9 +10,10 @@
 //! Daylight-saving changes neither skip nor double a run. A wall-clock time
 //! that occurs twice (clocks go back) runs at its first occurrence; one that
 //! does not exist (clocks go forward) runs at the first instant after the gap.
-//! Cron follows Vixie cron: expressions with a fixed hour behave as above,
-//! while those whose hour field is `*` run at every real instant that matches,
-//! both passes of a repeated hour included, and skip times that do not exist.
+//! Cron follows Vixie cron: fixed-time expressions (neither minute nor hour
+//! begins with `*`) behave as above, while the others, and those with a
+//! seconds field, run at every real instant that matches, both passes of a
+//! repeated hour included, and skip times that do not exist.
 
 pub mod cron;
 pub mod record;
@@ -281,11 +282,7 @@ fn next_cron(cron: &Cron, zone: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc
                 return Some(found);
             }
         }
-        if cron.date(
-            date.month(),
-            date.day(),
-            date.weekday().num_days_from_sunday(),
-        ) {
+        if cron.date(date) {
             for instant in day_matches(cron, zone, date) {
                 if instant > after && best.is_none_or(|found| instant < found) {
                     best = Some(instant);
@@ -308,14 +305,14 @@ fn day_matches(cron: &Cron, zone: Tz, date: NaiveDate) -> Vec<DateTime<Utc>> {
                 };
                 match zone.from_local_datetime(&local) {
                     LocalResult::Single(time) => instants.push(time.with_timezone(&Utc)),
-                    LocalResult::Ambiguous(first, second) if cron.every_hour() => {
+                    LocalResult::Ambiguous(first, second) if cron.follows_real_time() => {
                         instants.push(first.with_timezone(&Utc));
                         instants.push(second.with_timezone(&Utc));
                     }
                     LocalResult::Ambiguous(first, second) => {
                         instants.push(first.min(second).with_timezone(&Utc));
                     }
-                    LocalResult::None if cron.every_hour() => {}
+                    LocalResult::None if cron.follows_real_time() => {}
                     LocalResult::None => instants.extend(gap_end(zone, local)),
                 }
             }

@@ -273,11 +273,7 @@ fn matches_at(expression: &Cron, time: DateTime<Utc>) -> bool {
     expression.second(time.second())
         && expression.minute(time.minute())
         && expression.hour(time.hour())
-        && expression.date(
-            time.month(),
-            time.day(),
-            time.weekday().num_days_from_sunday(),
-        )
+        && expression.date(time.date_naive())
 }
 
 proptest! {

@@ -7,6 +7,7 @@ mod broker;
 mod cli;
 mod client;
 mod cluster;
+mod cron;
 mod schedules;
 mod store;
 mod support;

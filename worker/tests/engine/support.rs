@@ -430,6 +430,11 @@ pub fn parse_exposition(text: &str) -> Option<Vec<Sample>> {
     Some(serde_json::from_slice(&output.stdout).expect("the parser's JSON"))
 }
 
+/// The python that has cronsim, the cron oracle, or `None` when none is configured and none is required.
+pub fn cron_oracle() -> Option<String> {
+    service("Q8S_TEST_CRONSIM_PYTHON", "the cron oracle (cronsim)")
+}
+
 /// The Redis server of the test run, or `None` when none is configured and none is required.
 pub fn redis_url() -> Option<String> {
     service("Q8S_TEST_REDIS_URL", "Redis")
