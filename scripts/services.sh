@@ -156,35 +156,33 @@ start_sqs() {
   export Q8S_TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
 }
 
-# The Prometheus client library's own exposition parser, from PyPI, checks
-# /metrics in the tests: installed in a virtualenv of its own (kept across
-# runs, outside the clone); exports Q8S_TEST_PROMETHEUS_PYTHON, its python.
-prometheus_client_version=0.26.0
-install_prometheus_parser() {
-  local venv="${Q8S_CACHE_DIR:-$HOME/.cache/q8s}/prometheus-client-$prometheus_client_version"
-  if ! "$venv/bin/python" -c "import prometheus_client" 2>/dev/null; then
-    echo "installing prometheus-client==$prometheus_client_version from PyPI into $venv" >&2
+# A Python tool from PyPI in a virtualenv of its own, kept across runs outside
+# the clone; prints the virtualenv's python. pypi_tool PACKAGE VERSION MODULE
+pypi_tool() {
+  local package=$1 version=$2 module=$3
+  local venv="${Q8S_CACHE_DIR:-$HOME/.cache/q8s}/$package-$version"
+  if ! "$venv/bin/python" -c "import $module" 2>/dev/null; then
+    echo "installing $package==$version from PyPI into $venv" >&2
     rm -rf "$venv"
     python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && rm -rf "$venv" && python3 -m venv "$venv"; }
-    "$venv/bin/pip" install -q --disable-pip-version-check "prometheus-client==$prometheus_client_version" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check "$package==$version" >&2
   fi
-  export Q8S_TEST_PROMETHEUS_PYTHON="$venv/bin/python"
+  echo "$venv/bin/python"
 }
 
-# cronsim, an independent cron implementation from PyPI that follows Debian's
-# (Vixie) cron, is the oracle of the cron differential test: installed in a
-# virtualenv of its own (kept across runs, outside the clone); exports
-# Q8S_TEST_CRONSIM_PYTHON, its python.
-cronsim_version=2.8
+# The Prometheus client library's own exposition parser checks /metrics in
+# the tests; exports Q8S_TEST_PROMETHEUS_PYTHON, the python that has it.
+install_prometheus_parser() {
+  Q8S_TEST_PROMETHEUS_PYTHON=$(pypi_tool prometheus-client 0.26.0 prometheus_client)
+  export Q8S_TEST_PROMETHEUS_PYTHON
+}
+
+# cronsim, an independent cron implementation that follows Debian's (Vixie)
+# cron, is the oracle of the cron differential test; exports
+# Q8S_TEST_CRONSIM_PYTHON, the python that has it.
 install_cron_oracle() {
-  local venv="${Q8S_CACHE_DIR:-$HOME/.cache/q8s}/cronsim-$cronsim_version"
-  if ! "$venv/bin/python" -c "import cronsim" 2>/dev/null; then
-    echo "installing cronsim==$cronsim_version from PyPI into $venv" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && rm -rf "$venv" && python3 -m venv "$venv"; }
-    "$venv/bin/pip" install -q --disable-pip-version-check "cronsim==$cronsim_version" >&2
-  fi
-  export Q8S_TEST_CRONSIM_PYTHON="$venv/bin/python"
+  Q8S_TEST_CRONSIM_PYTHON=$(pypi_tool cronsim 2.8 cronsim)
+  export Q8S_TEST_CRONSIM_PYTHON
 }
 
 # Stops what this run started, and nothing else.

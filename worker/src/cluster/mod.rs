@@ -13,14 +13,14 @@ mod driver;
 mod hooks;
 mod http;
 mod monitor;
-pub mod pipe;
+mod pipe;
 mod pusher;
 mod receipts;
 pub mod scheduler;
 mod sentinel;
 mod stat;
 mod task_queue;
-pub mod worker;
+pub(crate) mod worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub const RESULT_BATCH: usize = 1000;
 
 /// A verified task the cluster holds, with its delivery.
 #[derive(Debug, Clone)]
-pub struct Held {
+pub(crate) struct Held {
     /// The broker's receipt.
     pub receipt: Receipt,
     /// Which delivery of the package this is.
@@ -59,7 +59,7 @@ pub struct Held {
 
 /// What the drivers and the stop procedure tell Stat about the cluster's progress.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Tasks running in workers now.
     pub running: AtomicUsize,
     /// True once every slot has had its first worker.
@@ -72,7 +72,7 @@ pub struct Progress {
 
 /// What the sentinel's tasks share.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The configuration.
     pub config: Config,
     /// The broker.

@@ -89,7 +89,7 @@ pub async fn run_due(
 
 /// Checks every `CHECK_INTERVAL` until `stop` turns true, never stopping in
 /// the middle of a check (a claimed run is always enqueued or given back).
-pub async fn run(
+pub(crate) async fn run(
     shared: Arc<Shared>,
     schedules: Schedules,
     clock: Clock,
