@@ -245,12 +245,24 @@ pub(super) fn show_config(config: &Config, toml: bool, schema: bool) -> Result<E
         print!("{text}");
         return Ok(Exit::Ok);
     }
-    for (option, value) in config.describe() {
+    // Valid TOML too: what is set and shown whole is a line, the rest (unset,
+    // or hiding a password or a key) a comment, so the listing loads as a file.
+    for (entry, (_, effective)) in config.entries().into_iter().zip(config.describe()) {
         let origin = config
             .origins
-            .get(option)
+            .get(entry.name)
             .map_or("default".to_string(), |o| o.clone());
-        println!("{option} = {value}    # {origin}");
+        let whole = entry.toml.filter(|value| {
+            let plain = match value {
+                toml::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            plain == entry.shown
+        });
+        match whole {
+            Some(value) => println!("{} = {value}    # {origin}", entry.name),
+            None => println!("# {} = {effective}    # {origin}", entry.name),
+        }
     }
     Ok(Exit::Ok)
 }

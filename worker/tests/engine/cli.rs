@@ -85,13 +85,22 @@ fn config_written_as_toml_loads_back_and_the_schema_prints() {
     let again = q8s(folder.path(), &["config", "--toml"]);
     assert_eq!(stdout(&again), stdout(&first));
     assert!(stdout(&again).contains("workers = 3"), "{}", stdout(&again));
+    // The plain listing is TOML as well: secrets and unset options are comments.
+    let listing = q8s(
+        folder.path(),
+        &["--set", "broker=redis://:pw@127.0.0.1:1/0", "config"],
+    );
+    let text = stdout(&listing);
+    assert!(text.contains("# broker = redis://:***@"), "{text}");
+    let table: toml::Table = text.parse().expect("the listing is TOML");
+    assert_eq!(table["workers"].as_integer(), Some(3));
     let schema = q8s(folder.path(), &["config", "--schema"]);
     let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).expect("JSON");
     assert_eq!(schema["properties"]["timeout"]["maximum"], 31_536_000);
 }
 
 #[test]
-fn producer_enqueues_on_redis_while_the_store_is_not_there() {
+fn producer_enqueues_and_stat_reads_on_redis_while_the_store_is_not_there() {
     let Some(redis) = crate::support::redis_url() else {
         return;
     };
@@ -115,6 +124,13 @@ fn producer_enqueues_on_redis_while_the_store_is_not_there() {
     let mut args = settings.to_vec();
     args.extend(["queue", "size"]);
     assert_eq!(stdout(&q8s(folder.path(), &args)), "1 queued, 0 in flight");
+    // Stat lives in Redis: reading it needs no SQL database either.
+    let mut args = settings.to_vec();
+    args.extend(["stat", "--json"]);
+    let stat = q8s(folder.path(), &args);
+    assert!(stat.status.success(), "{}", stderr(&stat));
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&stat)).expect("JSON");
+    assert!(stats.is_array(), "{stats}");
     let mut args = settings.to_vec();
     args.extend(["queue", "purge"]);
     assert!(q8s(folder.path(), &args).status.success());
