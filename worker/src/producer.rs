@@ -41,12 +41,17 @@ impl Producer {
     /// A producer on a broker already opened.
     pub(crate) fn new(config: Arc<Config>, opened: &Opened) -> Result<Producer, ClientError> {
         let signer = config.signer()?;
-        Ok(Producer {
+        Ok(Producer::from_parts(config, signer, opened))
+    }
+
+    /// A producer with a signer already made.
+    pub(crate) fn from_parts(config: Arc<Config>, signer: Signer, opened: &Opened) -> Producer {
+        Producer {
             config,
             signer,
             broker: Arc::clone(&opened.queue),
             caches: opened.cache.is_some(),
-        })
+        }
     }
 
     /// The configuration in use.

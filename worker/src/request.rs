@@ -81,6 +81,7 @@ impl TaskRequest {
         task.timeout = self.options.timeout;
         task.save = self.options.save;
         task.ack_failure = self.options.ack_failure;
+        task.cached = self.options.cached.filter(|cached| *cached != Cached::Off);
         task
     }
 }

@@ -113,7 +113,7 @@ pub(super) async fn bench(
     config.save_limit = if args.no_save { -1 } else { 0 };
     let queue_limit = args.queue_limit.max(1);
     config.ensure_key_file()?;
-    crate::store::Database::migrated(&config.store_url()).await?;
+    crate::store::Database::migrate_all(&config).await?;
     let client = Client::connect(config.clone()).await?;
     let payload = "x".repeat(args.payload);
     let broker = client.broker().clone();

@@ -269,23 +269,11 @@ pub(super) fn show_config(config: &Config, toml: bool, schema: bool) -> Result<E
 
 pub(super) async fn migrate(config: &Config) -> Result<Exit, Failure> {
     config.validate()?;
-    let url = config.store_url();
-    crate::store::Database::migrated(&url).await?;
-    println!("{} is up to date", crate::config::redact(&url));
-    let broker = &config.broker;
-    let on_its_own = crate::config::broker_kind(broker).is_ok_and(|kind| {
-        matches!(
-            kind,
-            crate::config::BrokerKind::Sqlite | crate::config::BrokerKind::Postgres
-        )
-    });
-    if on_its_own && *broker != url {
-        crate::store::Database::migrated(broker).await?;
-        println!(
-            "{} (the broker) is up to date",
-            crate::config::redact(broker)
-        );
-    }
+    crate::store::Database::migrate_all(config).await?;
+    println!(
+        "q8s's tables are up to date in {}",
+        crate::config::redact(&config.store_url())
+    );
     Ok(Exit::Ok)
 }
 

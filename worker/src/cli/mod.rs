@@ -318,7 +318,11 @@ pub fn main_with(registry: &RegistryFactory) -> ExitCode {
             return Exit::Failed.into();
         }
     };
-    match runtime.block_on(run(cli, registry)) {
+    let outcome = runtime.block_on(run(cli, registry));
+    // A hook that never returned still holds a blocking thread; the process
+    // ends anyway instead of waiting for it (the stop procedure gave it its time).
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    match outcome {
         Ok(exit) => exit.into(),
         Err(failure) => {
             eprintln!("q8s: {}", failure.message);
@@ -326,6 +330,9 @@ pub fn main_with(registry: &RegistryFactory) -> ExitCode {
         }
     }
 }
+
+/// How long the process waits, once a command is done, for blocking threads still running.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("Q8S_LOG")

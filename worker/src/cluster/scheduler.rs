@@ -4,18 +4,14 @@
 //! a conditional update of the schedule's row before its task is enqueued, so
 //! with several clusters on one database each run is enqueued exactly once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use super::Shared;
-use crate::broker::Broker;
 use crate::client::ClientError;
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::package::Signer;
+use crate::producer::Producer;
 use crate::schedule::plan;
 use crate::store::Schedules;
 
@@ -24,22 +20,19 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Schedules handled per check, at most; the rest wait a second.
 const SCHEDULES_PER_CHECK: i64 = 100;
 
-/// What the scheduler needs: where schedules live, and how to enqueue.
+/// What the scheduler needs: where schedules live, and the producer their runs go through.
 #[derive(Debug, Clone, Copy)]
 pub struct Scheduling<'a> {
     /// The schedules.
     pub schedules: &'a Schedules,
-    /// Where their tasks go.
-    pub broker: &'a dyn Broker,
-    /// Signs their tasks.
-    pub signer: &'a Signer,
-    /// `catch_up` and the default `timeout`.
-    pub config: &'a Config,
+    /// Signs and enqueues their runs, with the cluster's `catch_up`, `timeout` and `cached`.
+    pub producer: &'a Producer,
 }
 
 /// Enqueues every run due at `now`; returns the ids of the tasks enqueued.
 ///
-/// A schedule whose timing no longer parses is logged and left alone.
+/// A schedule whose timing no longer parses is paused, with the reason logged,
+/// so it neither runs nor holds up the others.
 pub async fn run_due(
     scheduling: Scheduling<'_>,
     now: DateTime<Utc>,
@@ -49,36 +42,40 @@ pub async fn run_due(
         let recurrence = match schedule.recurrence() {
             Ok(recurrence) => recurrence,
             Err(error) => {
-                tracing::error!(schedule = schedule.id, "schedule cannot run: {error}");
+                tracing::error!(
+                    schedule = schedule.id,
+                    "schedule cannot run and is paused; fix it and resume it: {error}"
+                );
+                scheduling.schedules.set_paused(schedule.id, true).await?;
                 continue;
             }
         };
-        let due = plan(&schedule, &recurrence, now, scheduling.config.catch_up);
+        let catch_up = scheduling.producer.config().catch_up;
+        let due = plan(&schedule, &recurrence, now, catch_up);
         if !scheduling.schedules.claim(&schedule, &due).await? {
             continue;
         }
         let mut last_task = None;
         for _ in &due.runs {
-            let task = schedule.request().into_task();
-            let queued = async {
-                let package = scheduling.signer.pack(&task)?;
-                let timeout = scheduling.config.timeout_for(&task);
-                scheduling.broker.enqueue(&package, timeout).await?;
-                Ok::<(), ClientError>(())
-            }
-            .await;
-            if let Err(error) = queued {
-                tracing::error!(
-                    schedule = schedule.id,
-                    "cannot enqueue a scheduled run, trying again next check: {error}"
-                );
-                if last_task.is_none() {
-                    scheduling.schedules.unclaim(&schedule, &due).await?;
+            let mut request = schedule.request();
+            // A scheduled run is queued for a cluster, never run in the scheduler.
+            request.options.sync = Some(false);
+            let queued = scheduling.producer.enqueue(request).await;
+            let id = match queued {
+                Ok(id) => id,
+                Err(error) => {
+                    tracing::error!(
+                        schedule = schedule.id,
+                        "cannot enqueue a scheduled run, trying again next check: {error}"
+                    );
+                    if last_task.is_none() {
+                        scheduling.schedules.unclaim(&schedule, &due).await?;
+                    }
+                    break;
                 }
-                break;
-            }
-            enqueued.push(task.id.clone());
-            last_task = Some(task.id);
+            };
+            enqueued.push(id.clone());
+            last_task = Some(id);
         }
         if let (Some(task), false) = (&last_task, due.delete) {
             scheduling.schedules.set_task(schedule.id, task).await?;
@@ -90,7 +87,7 @@ pub async fn run_due(
 /// Checks every `CHECK_INTERVAL` until `stop` turns true, never stopping in
 /// the middle of a check (a claimed run is always enqueued or given back).
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    producer: Producer,
     schedules: Schedules,
     clock: Clock,
     mut stop: watch::Receiver<bool>,
@@ -98,9 +95,7 @@ pub(crate) async fn run(
     while !*stop.borrow() {
         let scheduling = Scheduling {
             schedules: &schedules,
-            broker: shared.broker.as_ref(),
-            signer: &shared.signer,
-            config: &shared.config,
+            producer: &producer,
         };
         if let Err(error) = run_due(scheduling, clock.now()).await {
             tracing::error!("scheduler: {error}");

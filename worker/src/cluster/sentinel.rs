@@ -23,6 +23,7 @@ use crate::broker::{self, BrokerError};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::package::{PackageError, Signer};
+use crate::producer::Producer;
 use crate::registry::Registry;
 use crate::stat::{SqlBoard, State};
 use crate::store::{Database, DatabaseError, Store};
@@ -58,7 +59,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
     let (config, signer, cpus) = tokio::task::spawn_blocking(move || read_setup(config))
         .await
         .map_err(|e| std::io::Error::other(format!("cluster setup: {e}")))??;
-    let database = Database::migrated(&config.store_url()).await?;
+    let database = Database::migrate_all(&config).await?;
     let opened = broker::connect(&config, Some(&database)).await?;
     let board = opened
         .board
@@ -82,6 +83,8 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
         )
     };
     let metrics = Metrics::new(&config.name);
+    // The scheduler's runs go the way every enqueue goes.
+    let producer = Producer::from_parts(Arc::new(config.clone()), signer.clone(), &opened);
     let shared = Arc::new(Shared {
         config,
         broker: opened.queue,
@@ -135,7 +138,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
     let keeper = tokio::spawn(receipts::keep_alive(Arc::clone(&shared)));
     let scheduler = shared.config.scheduler.then(|| {
         tokio::spawn(super::scheduler::run(
-            Arc::clone(&shared),
+            producer,
             crate::store::Schedules::new(database.clone()),
             crate::clock::Clock::system(),
             stop_scheduling,

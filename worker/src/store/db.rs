@@ -118,6 +118,23 @@ impl Database {
         Ok(database)
     }
 
+    /// Migrates every database `config` names: the store, and the SQL broker's
+    /// database when it is another; returns the store's.
+    pub async fn migrate_all(config: &crate::config::Config) -> Result<Database, DatabaseError> {
+        let store = config.store_url();
+        let database = Database::migrated(&store).await?;
+        let on_its_own = crate::config::broker_kind(&config.broker).is_ok_and(|kind| {
+            matches!(
+                kind,
+                crate::config::BrokerKind::Sqlite | crate::config::BrokerKind::Postgres
+            )
+        });
+        if on_its_own && config.broker != store {
+            Database::migrated(&config.broker).await?;
+        }
+        Ok(database)
+    }
+
     async fn open(url: &str) -> Result<Database, DatabaseError> {
         sqlx::any::install_default_drivers();
         let shown = crate::config::redact(url);

@@ -133,17 +133,21 @@ impl Schedules {
             .fetch_all(self.db.pool())
             .await?;
         // A row that does not read back (say, q_options edited by hand) is
-        // left alone and unclaimed; it must not stop the others.
-        Ok(rows
-            .iter()
-            .filter_map(|row| match schedule_from_row(row) {
-                Ok(schedule) => Some(schedule),
+        // paused, unclaimed, so it neither runs nor keeps the others waiting.
+        let mut due = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match schedule_from_row(row) {
+                Ok(schedule) => due.push(schedule),
                 Err(error) => {
-                    tracing::error!("a due schedule cannot run and is left as it is: {error}");
-                    None
+                    tracing::error!(
+                        "a due schedule cannot run and is paused; fix it and resume it: {error}"
+                    );
+                    let id: i64 = row.try_get("id")?;
+                    self.set_paused(id, true).await?;
                 }
-            })
-            .collect())
+            }
+        }
+        Ok(due)
     }
 
     /// Takes a due run for this process: moves `next_run` and `repeats` on (or

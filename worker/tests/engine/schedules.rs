@@ -60,8 +60,8 @@ async fn catch_up_repeats_and_pause_follow_the_seed_with_a_moved_clock() {
                 .await
                 .expect("create");
             schedules.set_paused(id, true).await.expect("pause");
-            // Options edited by hand into something no task takes: this schedule is left
-            // alone, unclaimed, and the others still run.
+            // Options edited by hand into something no task takes: this schedule is
+            // paused, unclaimed, and the others still run.
             let broken = schedules
                 .create(&schedule(
                     &format!("broken-{catch_up}"),
@@ -79,9 +79,7 @@ async fn catch_up_repeats_and_pause_follow_the_seed_with_a_moved_clock() {
                 .expect("break its options");
             let scheduling = Scheduling {
                 schedules: &schedules,
-                broker: client.broker().as_ref(),
-                signer: client.signer(),
-                config: client.config(),
+                producer: client.producer(),
             };
             // The cluster was down for a day.
             clock.advance(Duration::from_secs(24 * 3600 + 1800));
@@ -119,13 +117,19 @@ async fn catch_up_repeats_and_pause_follow_the_seed_with_a_moved_clock() {
             );
             let paused_after = schedules.get(&paused).await.expect("get").expect("kept");
             assert_eq!(paused_after.last_run, None, "{}: paused", db.label);
-            let (last_run,): (Option<i64>,) =
-                sqlx::query_as("SELECT last_run FROM q8s_schedules WHERE id = $1")
+            let (last_run, paused): (Option<i64>, i64) = sqlx::query_as(
+                "SELECT last_run, CASE WHEN paused THEN 1 ELSE 0 END FROM q8s_schedules WHERE id = $1",
+            )
                     .bind(broken)
                     .fetch_one(client.store().database().pool())
                     .await
                     .expect("the broken schedule is still there");
-            assert_eq!(last_run, None, "{}: never claimed", db.label);
+            assert_eq!(
+                (last_run, paused),
+                (None, 1),
+                "{}: paused, never claimed",
+                db.label
+            );
             client.broker().purge_queue().await.expect("purge");
         }
     }
@@ -147,9 +151,7 @@ async fn once_with_negative_repeats_is_deleted_after_it_runs() {
             .expect("create");
         let scheduling = Scheduling {
             schedules: &schedules,
-            broker: client.broker().as_ref(),
-            signer: client.signer(),
-            config: client.config(),
+            producer: client.producer(),
         };
         assert_eq!(
             run_due(scheduling, now + chrono::Duration::seconds(5))
