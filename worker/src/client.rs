@@ -100,7 +100,7 @@ impl Client {
         let opened = broker::connect(&config, Some(&database)).await?;
         Ok(Client {
             producer: Producer::new(Arc::clone(&config), &opened)?,
-            reader: Reader::new(&config, database, opened.cache.clone()),
+            reader: Reader::new(Arc::clone(&config), database, opened.cache.clone()),
             registry: Arc::new(registry),
         })
     }
@@ -168,7 +168,7 @@ impl Client {
         })
         .await
         .map_err(|e| ClientError::Invalid(format!("the task's thread failed: {e}")))?;
-        match (task.cached, self.reader.cache()) {
+        match (task.cached, self.reader.cache().await?) {
             (Some(cached), Some(cache)) => {
                 let json = serde_json::to_string(&record)
                     .map_err(|e| ClientError::Invalid(e.to_string()))?;

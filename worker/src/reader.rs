@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::OnceCell;
+
 use serde_json::Value;
 
 use crate::broker::{self, ResultCache};
@@ -14,30 +16,34 @@ use crate::task::{Cached, TaskError, TaskRecord};
 /// Reads what clusters saved: the store, and the result cache when the broker has one.
 #[derive(Debug, Clone)]
 pub struct Reader {
+    config: Arc<Config>,
     store: Store,
-    cache: Option<Arc<dyn ResultCache>>,
-    cached: Cached,
+    /// Opened when first needed: a reader of the store works while Redis is down.
+    cache: OnceCell<Option<Arc<dyn ResultCache>>>,
 }
 
 impl Reader {
-    /// Connects to the store `config` names, and to the broker's result cache if it has one.
+    /// Connects to the store `config` names; the broker's result cache is opened when first read.
     pub async fn connect(config: &Config) -> Result<Reader, ClientError> {
         config.validate()?;
         let database = Database::connect(&config.store_url()).await?;
-        let cache = broker::result_cache(config).await?;
-        Ok(Reader::new(config, database, cache))
+        Ok(Reader {
+            config: Arc::new(config.clone()),
+            store: Store::new(database, config.save_limit, config.failure_limit),
+            cache: OnceCell::new(),
+        })
     }
 
     /// A reader on a store and cache already opened.
     pub(crate) fn new(
-        config: &Config,
+        config: Arc<Config>,
         database: Database,
         cache: Option<Arc<dyn ResultCache>>,
     ) -> Reader {
         Reader {
             store: Store::new(database, config.save_limit, config.failure_limit),
-            cache,
-            cached: config.cached,
+            config,
+            cache: OnceCell::new_with(Some(cache)),
         }
     }
 
@@ -46,9 +52,13 @@ impl Reader {
         &self.store
     }
 
-    /// The result cache, when the broker has one.
-    pub fn cache(&self) -> Option<&Arc<dyn ResultCache>> {
-        self.cache.as_ref()
+    /// The result cache, when the broker has one (opening it on first use).
+    pub async fn cache(&self) -> Result<Option<&Arc<dyn ResultCache>>, ClientError> {
+        let cache = self
+            .cache
+            .get_or_try_init(|| broker::result_cache(&self.config))
+            .await?;
+        Ok(cache.as_ref())
     }
 
     /// The outcome of a finished task by id or name: its result or its error; `None` if not finished.
@@ -86,7 +96,7 @@ impl Reader {
             return Ok(Some(record));
         }
         // As in the seed, readers look in the cache when `cached` is their setting.
-        if self.cached == Cached::Off || self.cache.is_none() {
+        if self.config.cached == Cached::Off || self.cache().await?.is_none() {
             return Ok(None);
         }
         self.fetch_cached(id_or_name).await
@@ -94,7 +104,7 @@ impl Reader {
 
     /// A result kept in the result cache (a task enqueued with `cached`), by id.
     pub async fn fetch_cached(&self, id: &str) -> Result<Option<TaskRecord>, ClientError> {
-        let cache = self.cache.as_ref().ok_or_else(|| {
+        let cache = self.cache().await?.ok_or_else(|| {
             ClientError::Invalid(
                 "this broker keeps no result cache: cached results live in Redis".into(),
             )
@@ -107,7 +117,10 @@ impl Reader {
 
     /// The cached records of a group, when results are cached (`cached` set and a cache there).
     async fn cached_group(&self, group: &str) -> Result<Option<Vec<TaskRecord>>, ClientError> {
-        let Some(cache) = self.cache.as_ref().filter(|_| self.cached != Cached::Off) else {
+        if self.config.cached == Cached::Off {
+            return Ok(None);
+        }
+        let Some(cache) = self.cache().await? else {
             return Ok(None);
         };
         let records = cache.cached_group(group).await?;

@@ -249,21 +249,21 @@ impl Broker for SqlBroker {
     }
 
     async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError> {
-        let deadline = self
-            .clock
-            .now_micros()
-            .saturating_add(duration_micros(lease));
+        let now = self.clock.now_micros();
+        let deadline = now.saturating_add(duration_micros(lease));
         let mut transaction = self.db.pool().begin().await?;
         for receipt in receipts {
             let (id, delivery) = receipt.parts()?;
-            // Only while this delivery still holds the package: never extend someone else's.
+            // Only while this delivery still holds the package (its lock not run
+            // out, nor given back by requeue): never extend someone else's.
             sqlx::query(
                 "UPDATE q8s_queue SET locked_until = $1 \
-                 WHERE id = $2 AND deliveries = $3 AND locked_until < $1",
+                 WHERE id = $2 AND deliveries = $3 AND locked_until < $1 AND locked_until > $4",
             )
             .bind(deadline)
             .bind(id)
             .bind(delivery)
+            .bind(now)
             .execute(&mut *transaction)
             .await?;
         }

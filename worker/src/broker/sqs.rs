@@ -546,6 +546,8 @@ impl Broker for SqsBroker {
 
     async fn dequeue(&self, bulk: usize) -> Result<Vec<Delivery>, BrokerError> {
         let retry = self.leases.lease(None);
+        // Visibility runs from the request, not from the answer that arrives later.
+        let asked = std::time::Instant::now();
         let received = self
             .client
             .receive_message()
@@ -580,7 +582,7 @@ impl Broker for SqsBroker {
                     package: delivery.package.clone(),
                     timeout,
                     attempt: delivery.attempt,
-                    visible_again: now + lease.min(MAX_VISIBILITY),
+                    visible_again: asked + lease.min(MAX_VISIBILITY),
                 },
             );
             deliveries.push(delivery);
@@ -673,12 +675,22 @@ impl Broker for SqsBroker {
     }
 
     async fn extend(&self, receipts: &[Receipt], lease: Duration) -> Result<(), BrokerError> {
-        let handles: Vec<&str> = receipts.iter().map(|r| r.0.as_str()).collect();
+        // Only deliveries still held here: one requeued or released meanwhile
+        // must not be hidden again.
+        let held: Vec<String> = {
+            let out = self.out.lock().await;
+            receipts
+                .iter()
+                .filter(|receipt| out.contains_key(&receipt.0))
+                .map(|receipt| receipt.0.clone())
+                .collect()
+        };
+        let handles: Vec<&str> = held.iter().map(String::as_str).collect();
         let visible_again = std::time::Instant::now() + lease.min(MAX_VISIBILITY);
         self.set_visibility(&handles, lease).await?;
         let mut out = self.out.lock().await;
-        for receipt in receipts {
-            if let Some(kept) = out.get_mut(&receipt.0) {
+        for handle in &held {
+            if let Some(kept) = out.get_mut(handle) {
                 kept.visible_again = visible_again;
             }
         }

@@ -105,7 +105,16 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// Connects to `url`, whose schema must be up to date (`q8s migrate`); changes nothing.
     pub async fn connect(url: &str) -> Result<Database, DatabaseError> {
-        let database = Database::open(url).await?;
+        if let Some(path) = crate::config::sqlite_path(url).filter(|path| !path.exists()) {
+            // Nothing to read, and a reader creates no file.
+            tracing::debug!("{} does not exist", path.display());
+            return Err(DatabaseError::NotMigrated {
+                url: crate::config::redact(url),
+                found: 0,
+                latest: migrator(Dialect::Sqlite).iter().count() as i64,
+            });
+        }
+        let database = Database::open(url, false).await?;
         database.check_schema().await?;
         Ok(database)
     }
@@ -113,7 +122,7 @@ impl Database {
     /// Connects to `url` (creating a SQLite file if missing) and applies the migrations:
     /// what `q8s migrate` and a starting cluster do.
     pub async fn migrated(url: &str) -> Result<Database, DatabaseError> {
-        let database = Database::open(url).await?;
+        let database = Database::open(url, true).await?;
         database.migrate().await?;
         Ok(database)
     }
@@ -135,11 +144,12 @@ impl Database {
         Ok(database)
     }
 
-    async fn open(url: &str) -> Result<Database, DatabaseError> {
+    /// A pool on `url`; `create` makes a missing SQLite file and sets it to WAL (once, it stays).
+    async fn open(url: &str, create: bool) -> Result<Database, DatabaseError> {
         sqlx::any::install_default_drivers();
         let shown = crate::config::redact(url);
         let (dialect, connect_url) = if url.starts_with("sqlite:") {
-            (Dialect::Sqlite, sqlite_url(url))
+            (Dialect::Sqlite, sqlite_url(url, create))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Dialect::Postgres, url.to_string())
         } else {
@@ -168,7 +178,7 @@ impl Database {
                     url: shown.clone(),
                     source,
                 })?;
-        if dialect == Dialect::Sqlite {
+        if dialect == Dialect::Sqlite && create {
             // WAL lets readers (q8s result, the monitor) run while a cluster writes.
             pool.execute("PRAGMA journal_mode = WAL")
                 .await
@@ -192,12 +202,21 @@ impl Database {
             .map(|migration| migration.version)
             .max()
             .unwrap_or(0);
-        // A missing table reads as no migration at all.
-        let found: i64 =
+        let counted =
             sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&self.pool)
-                .await
-                .unwrap_or(0);
+                .await;
+        let found = match counted {
+            Ok(found) => found,
+            // No migrations table: nothing was ever migrated. Any other error is the server's.
+            Err(sqlx::Error::Database(error))
+                if error.code().as_deref() == Some("42P01")
+                    || error.message().contains("no such table") =>
+            {
+                0
+            }
+            Err(error) => return Err(DatabaseError::Query(error)),
+        };
         if found < latest {
             return Err(DatabaseError::NotMigrated {
                 url: self.url.clone(),
@@ -325,13 +344,14 @@ fn migrator(dialect: Dialect) -> Migrator {
     Migrator::with_migrations(migrations)
 }
 
-/// A `sqlite:` URL that creates the file if it is missing.
-fn sqlite_url(url: &str) -> String {
+/// A `sqlite:` URL that creates the file if it is missing (`create`), or only opens it.
+fn sqlite_url(url: &str, create: bool) -> String {
+    let mode = if create { "rwc" } else { "rw" };
     if url.contains("mode=") {
         url.to_string()
     } else if url.contains('?') {
-        format!("{url}&mode=rwc")
+        format!("{url}&mode={mode}")
     } else {
-        format!("{url}?mode=rwc")
+        format!("{url}?mode={mode}")
     }
 }

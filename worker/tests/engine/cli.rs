@@ -46,6 +46,10 @@ fn a_fresh_folder_says_to_migrate_and_create_a_key_and_reading_writes_nothing() 
         "{}",
         stderr(&output)
     );
+    assert!(
+        !folder.path().join("q8s.db").exists(),
+        "a reader creates no database"
+    );
     let migrated = q8s(folder.path(), &["migrate"]);
     assert!(migrated.status.success(), "{}", stderr(&migrated));
     let output = q8s(folder.path(), &["enqueue", "q8s.noop"]);
