@@ -59,6 +59,8 @@ pub struct Metrics {
     pub packages_rejected: Family<ReasonLabel, Counter>,
     /// Worker processes replaced after a recycle, max_rss, timeout or death.
     pub reincarnations: Counter,
+    /// Hooks not called because too many were running or waiting.
+    pub hooks_dropped: Counter,
     /// Packages held in memory, not yet started.
     pub task_queue: Gauge,
     /// Finished tasks not yet saved.
@@ -84,6 +86,7 @@ impl Metrics {
             tasks_finished: Family::default(),
             packages_rejected: Family::default(),
             reincarnations: Counter::default(),
+            hooks_dropped: Counter::default(),
             task_queue: Gauge::default(),
             result_queue: Gauge::default(),
             broker_queue: Gauge::default(),
@@ -110,6 +113,11 @@ impl Metrics {
             "reincarnations",
             "Worker processes replaced after a recycle, max_rss, timeout or death",
             metrics.reincarnations.clone(),
+        );
+        registry.register(
+            "hooks_dropped",
+            "Hooks not called because too many were running or waiting",
+            metrics.hooks_dropped.clone(),
         );
         registry.register(
             "task_queue",

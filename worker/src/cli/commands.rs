@@ -236,7 +236,10 @@ pub(super) fn show_config(config: &Config, toml: bool, schema: bool) -> Result<E
         return Ok(Exit::Ok);
     }
     if toml {
-        let text = toml::to_string(&config.to_table()).map_err(|e| {
+        // What was set, not this machine's defaults (workers = its CPU count).
+        let mut table = config.to_table();
+        table.retain(|option, _| config.origins.contains_key(option));
+        let text = toml::to_string(&table).map_err(|e| {
             Failure::new(
                 Exit::Failed,
                 format!("cannot write the configuration as TOML: {e}"),

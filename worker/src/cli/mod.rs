@@ -103,7 +103,7 @@ enum Command {
     Failures(FailuresCommand),
     /// Print the effective configuration and where each option came from.
     Config {
-        /// Print it as TOML that loads back to the same configuration (secret keys included).
+        /// Print the options that were set as TOML that loads back to the same configuration (secret keys included).
         #[arg(long, conflicts_with = "schema")]
         toml: bool,
         /// Print the JSON Schema of the options.

@@ -230,6 +230,10 @@ impl Driver {
                         held.task.func
                     ),
                 }
+                // A task that kills its worker every time comes back at once:
+                // this slot waits before its next worker, so such a task runs at
+                // most once a second here until max_attempts gives up on it.
+                tokio::time::sleep(RESPAWN_PAUSE).await;
                 false
             }
             Err(_) => {

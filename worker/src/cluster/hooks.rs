@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -18,6 +19,8 @@ use crate::task::TaskRecord;
 
 /// Hooks running at once; more wait their turn without holding a thread.
 pub const HOOKS_AT_ONCE: usize = 16;
+/// Hooks waiting for a turn, at most; beyond it a hook is not called, and counted.
+pub const HOOKS_WAITING: usize = 10_000;
 
 /// Calls hooks in the background.
 #[derive(Debug)]
@@ -26,16 +29,19 @@ pub struct HookRunner {
     timeout: Duration,
     turns: Arc<Semaphore>,
     running: JoinSet<()>,
+    dropped: Counter,
 }
 
 impl HookRunner {
-    /// A runner calling hooks from `registry`, each for at most `timeout`.
-    pub fn new(registry: Arc<Registry>, timeout: Duration) -> HookRunner {
+    /// A runner calling hooks from `registry`, each for at most `timeout`;
+    /// hooks not called because too many wait are counted in `dropped`.
+    pub fn new(registry: Arc<Registry>, timeout: Duration, dropped: Counter) -> HookRunner {
         HookRunner {
             registry,
             timeout,
             turns: Arc::new(Semaphore::new(HOOKS_AT_ONCE)),
             running: JoinSet::new(),
+            dropped,
         }
     }
 
@@ -45,6 +51,17 @@ impl HookRunner {
             return;
         }
         while self.running.try_join_next().is_some() {}
+        if self.running.len() >= HOOKS_AT_ONCE + HOOKS_WAITING {
+            // Hooks that hang for their whole timeout, faster than it runs out:
+            // holding every record until then would grow without end.
+            self.dropped.inc();
+            tracing::error!(
+                task = %record.id,
+                "{} hooks are running or waiting; the hook of this task is not called",
+                self.running.len()
+            );
+            return;
+        }
         let record = record.clone();
         let registry = Arc::clone(&self.registry);
         let turns = Arc::clone(&self.turns);
@@ -55,17 +72,18 @@ impl HookRunner {
             };
             let hook = record.hook.clone().unwrap_or_default();
             let id = record.id.clone();
+            let named = hook.clone();
             let call = tokio::task::spawn_blocking(move || {
                 Hook::parse(&hook).call(&registry, &record, timeout)
             });
             // A Rust function that never returns keeps its thread; the turn is given back.
             match tokio::time::timeout(timeout + Duration::from_secs(1), call).await {
                 Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err(error))) => tracing::error!(task = %id, "hook failed: {error}"),
-                Ok(Err(error)) => tracing::error!(task = %id, "hook failed: {error}"),
+                Ok(Ok(Err(error))) => tracing::error!(task = %id, "hook {named} failed: {error}"),
+                Ok(Err(error)) => tracing::error!(task = %id, "hook {named} failed: {error}"),
                 Err(_) => tracing::error!(
                     task = %id,
-                    "hook still running after hook_timeout ({timeout:?}); given up"
+                    "hook {named} still running after hook_timeout ({timeout:?}); given up"
                 ),
             }
         });

@@ -57,6 +57,7 @@ pub async fn run(shared: Arc<Shared>, mut results: mpsc::UnboundedReceiver<Finis
     let mut hooks = HookRunner::new(
         Arc::clone(&shared.registry),
         Duration::from_secs(shared.config.hook_timeout),
+        shared.metrics.hooks_dropped.clone(),
     );
     let mut batch = Vec::with_capacity(RESULT_BATCH);
     while results.recv_many(&mut batch, RESULT_BATCH).await > 0 {

@@ -157,7 +157,7 @@ impl Config {
             config.set(
                 &option,
                 Raw::Text(value.to_string()),
-                &format!("from --set {flag}"),
+                &format!("from --set {option}"),
             )?;
         }
         config.finish()
@@ -184,7 +184,7 @@ impl Config {
                     return Err(ConfigError::Invalid {
                         option: option.to_string(),
                         origin: origin.to_string(),
-                        value: raw.shown(),
+                        value: shown_safely(option, &raw),
                         expected,
                     });
                 }
@@ -227,8 +227,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for entry in self.entries() {
             let Some(value) = entry.toml else { continue };
-            let mut probe = Config::default();
-            if let Some(Err(expected)) = probe.apply(entry.name, &Raw::Toml(value.clone())) {
+            let raw = Raw::Toml(value);
+            if let Some(Err(expected)) = Config::check(entry.name, &raw) {
                 return Err(ConfigError::Invalid {
                     option: entry.name.to_string(),
                     origin: self
@@ -236,7 +236,7 @@ impl Config {
                         .get(entry.name)
                         .cloned()
                         .unwrap_or_else(|| "as set in code".into()),
-                    value: Raw::Toml(value).shown(),
+                    value: shown_safely(entry.name, &raw),
                     expected,
                 });
             }
@@ -391,6 +391,19 @@ impl schemars::JsonSchema for Config {
             object.remove("$schema");
         }
         schemars::Schema::try_from(value).unwrap_or_default()
+    }
+}
+
+/// A value as an error message may show it: keys never, URLs without their password.
+fn shown_safely(option: &str, raw: &Raw) -> String {
+    match option {
+        "secret_key" => "(hidden)".into(),
+        "broker" | "store" | "orm" | "redis" | "sqs" => match raw.text() {
+            Some(text) => format!("{:?}", redact(&text)),
+            None if matches!(raw, Raw::Toml(toml::Value::Table(_))) => "a table (hidden)".into(),
+            None => raw.shown(),
+        },
+        _ => raw.shown(),
     }
 }
 
@@ -588,6 +601,14 @@ broker_class = "myapp.CustomBroker"
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn errors_never_show_a_secret_key_or_a_password() {
+        let error = load(None, &[("Q8S_SECRET_KEY", "too short")], &[]).expect_err("short key");
+        assert!(!error.to_string().contains("too short"), "{error}");
+        let error = load(None, &[], &["store=mysql://me:hunter2@db/q8s"]).expect_err("not a store");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 
     #[test]

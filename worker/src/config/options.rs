@@ -91,6 +91,14 @@ macro_rules! declare_options {
                 }
             }
 
+            /// Whether `raw` is a value `option` accepts; `None` when no such option is declared.
+            pub(super) fn check(option: &str, raw: &Raw) -> Option<Result<(), String>> {
+                match option {
+                    $( stringify!($name) => Some(specs::$name().parse(raw).map(|_| ())), )*
+                    _ => None,
+                }
+            }
+
             /// Every option's value, as TOML and as shown.
             pub fn entries(&self) -> Vec<Entry> {
                 vec![ $( Entry {

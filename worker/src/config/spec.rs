@@ -104,7 +104,7 @@ impl Spec for Seconds {
         Some(toml::Value::Float(*value))
     }
     fn show(&self, value: &f64) -> String {
-        value.to_string()
+        toml::Value::Float(*value).to_string()
     }
     fn schema(&self) -> Map<String, Value> {
         let mut map = schema(json!({ "type": "number", "exclusiveMinimum": self.above }));
@@ -334,7 +334,7 @@ impl Spec for Inline {
     fn parse(&self, raw: &Raw) -> Result<toml::Value, String> {
         match raw.value() {
             value @ (toml::Value::String(_) | toml::Value::Table(_)) => Ok(value),
-            _ => Err("a URL or a table, e.g. { host = \"127.0.0.1\" }".into()),
+            _ => Err("a URL or a table of settings".into()),
         }
     }
     fn to_toml(&self, value: &toml::Value) -> Option<toml::Value> {

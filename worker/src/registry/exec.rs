@@ -125,7 +125,9 @@ pub(super) fn run_program(
                 let _ = child.wait();
                 return Err(TaskError::new(
                     ErrorKind::Timeout,
-                    format!("exec: {program} was killed after the task's timeout"),
+                    format!(
+                        "exec: {program} was killed after its time limit (the task's timeout, or hook_timeout for a hook)"
+                    ),
                 ));
             }
             Ok(None) => std::thread::sleep(WAIT_STEP),
