@@ -68,7 +68,11 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
     let store = Store::new(database.clone(), config.save_limit, config.failure_limit);
     let workers = config.workers;
     let queue_limit = config.queue_limit();
-    let http_address = format!("{}:{}", config.http_host, config.http_port);
+    // validate() checked that http_host is an IP address; IPv6 needs its brackets.
+    let http_address = match config.http_host.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, config.http_port).to_string(),
+        Err(_) => format!("{}:{}", config.http_host, config.http_port),
+    };
     let listener = if config.http_port == 0 {
         None
     } else {
