@@ -86,6 +86,14 @@ impl StatBoard for SqlBoard {
     }
 }
 
+/// The board of a broker already opened: its own when it keeps one, else the store's.
+pub fn board_of(opened: &crate::broker::Opened, store: &Database) -> Arc<dyn StatBoard> {
+    opened
+        .board
+        .clone()
+        .unwrap_or_else(|| Arc::new(SqlBoard(store.clone())))
+}
+
 /// The board `config`'s clusters publish on: the broker's own when it keeps one
 /// (Redis, without any SQL database), else the store's; `store` is reused when given.
 pub async fn board(

@@ -7,7 +7,7 @@ use super::{Exit, Failure, GlobalArgs, RegistryFactory};
 use crate::cluster::{self, ClusterError, WorkerSpec};
 use crate::config::{Config, Sources};
 use crate::registry::Registry;
-use crate::stat::{self, SqlBoard, Stat};
+use crate::stat::{self, Stat};
 use crate::store::{Database, Store};
 
 impl From<ClusterError> for Failure {
@@ -128,10 +128,7 @@ pub(super) async fn info(config: Config, json: bool) -> Result<Exit, Failure> {
     let opened = crate::broker::connect(&config, Some(&database))
         .await
         .map_err(|e| Failure::from(crate::client::ClientError::from(e)))?;
-    let board = opened
-        .board
-        .clone()
-        .unwrap_or_else(|| std::sync::Arc::new(SqlBoard(database.clone())));
+    let board = stat::board_of(&opened, &database);
     let stats = Stat::all(board.as_ref()).await?;
     let (successes, failures) = store.counts().await?;
     let day_ago = crate::clock::micros(Utc::now()) - 86_400 * 1_000_000;

@@ -34,11 +34,11 @@ fn print_json(value: &impl serde::Serialize, pretty: bool) -> Result<(), Failure
 }
 
 /// An argument is JSON if it parses as JSON, else a string.
-fn parse_argument(text: &str) -> Value {
+pub(super) fn parse_argument(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
-fn parse_object(flag: &str, text: &str) -> Result<Map<String, Value>, Failure> {
+pub(super) fn parse_object(flag: &str, text: &str) -> Result<Map<String, Value>, Failure> {
     match serde_json::from_str(text) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(Failure::new(

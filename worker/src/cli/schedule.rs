@@ -3,8 +3,9 @@
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use clap::{Args, Subcommand};
-use serde_json::{Map, Value};
+use serde_json::Map;
 
+use super::commands::{parse_argument, parse_object};
 use super::{Exit, Failure};
 use crate::config::Config;
 use crate::options::TaskOptions;
@@ -181,27 +182,12 @@ async fn create(schedules: &Schedules, args: CreateArgs) -> Result<i64, Failure>
         _ => first,
     };
     let kwargs = match &args.kwargs {
-        Some(text) => match serde_json::from_str(text) {
-            Ok(Value::Object(map)) => map,
-            _ => {
-                return Err(usage(format!(
-                    "--kwargs must be a JSON object, e.g. '{{\"x\": 1}}'; got {text}"
-                )));
-            }
-        },
+        Some(text) => parse_object("--kwargs", text)?,
         None => Map::new(),
     };
     let given = match &args.q_options {
-        Some(text) => match serde_json::from_str(text) {
-            Ok(Value::Object(map)) => {
-                TaskOptions::from_q_options(&map).map_err(|e| usage(e.to_string()))?
-            }
-            _ => {
-                return Err(usage(format!(
-                    "--q-options must be a JSON object, e.g. '{{\"timeout\": 60}}'; got {text}"
-                )));
-            }
-        },
+        Some(text) => TaskOptions::from_q_options(&parse_object("--q-options", text)?)
+            .map_err(|e| usage(e.to_string()))?,
         None => TaskOptions::default(),
     };
     let options = TaskOptions {
@@ -215,11 +201,7 @@ async fn create(schedules: &Schedules, args: CreateArgs) -> Result<i64, Failure>
         name: args.name,
         func: args.func,
         hook: args.hook,
-        args: args
-            .args
-            .iter()
-            .map(|a| serde_json::from_str(a).unwrap_or_else(|_| Value::String(a.clone())))
-            .collect(),
+        args: args.args.iter().map(|a| parse_argument(a)).collect(),
         kwargs,
         kind,
         tz: args.tz,

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::package::{PackageError, Signer};
 use crate::producer::Producer;
 use crate::registry::Registry;
-use crate::stat::{SqlBoard, State};
+use crate::stat::State;
 use crate::store::{Database, DatabaseError, Store};
 
 /// Why a cluster could not start or stopped with an error.
@@ -61,10 +61,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
         .map_err(|e| std::io::Error::other(format!("cluster setup: {e}")))??;
     let database = Database::migrate_all(&config).await?;
     let opened = broker::connect(&config, Some(&database)).await?;
-    let board = opened
-        .board
-        .clone()
-        .unwrap_or_else(|| Arc::new(SqlBoard(database.clone())));
+    let board = crate::stat::board_of(&opened, &database);
     let store = Store::new(database.clone(), config.save_limit, config.failure_limit);
     let workers = config.workers;
     let queue_limit = config.queue_limit();
