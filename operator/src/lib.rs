@@ -3,6 +3,7 @@
 //! The CRD is generated from the Rust types ([`crds`]); the engine's cluster
 //! options reach it from the engine's one declaration ([`options`]).
 
+pub mod build;
 pub mod options;
 pub mod qcluster;
 

@@ -1,0 +1,460 @@
+//! The build step of reconciling: a QCluster in, the objects it should own out. No I/O.
+//!
+//! A Deployment whose pods run `q8s cluster` with the rendered configuration
+//! (a ConfigMap holding `q8s.toml`), the broker and store URLs from their
+//! Secrets as environment, the signing keys from their Secret as a file; the
+//! restricted Pod Security Standard; probes on the cluster's HTTP port; a
+//! grace period that lets the stop procedure finish the longest task; CPU
+//! pinning by resources; a Service for metrics; a PodDisruptionBudget when
+//! there is more than one cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::qcluster::QCluster;
+
+/// The port of the cluster's `/metrics`, `/healthz` and `/readyz` in the pod.
+pub const HTTP_PORT: u16 = 9464;
+/// Where the pod finds `q8s.toml`.
+pub const CONFIG_DIR: &str = "/etc/q8s";
+/// Where the pod finds the signing keys.
+pub const KEY_DIR: &str = "/var/run/q8s/signing";
+/// The key of the signing-key Secret that holds the keys, one per line.
+pub const KEY_ENTRY: &str = "keys";
+/// The user the worker image runs as.
+pub const RUN_AS_USER: i64 = 65_532;
+/// MiB of memory asked for per worker process when the operator sizes the pod for pinning.
+pub const MEMORY_PER_WORKER_MIB: usize = 256;
+/// The grace period when no `timeout` bounds a task: the stop procedure's time to finish.
+pub const GRACE_WITHOUT_TIMEOUT: i64 = 600;
+
+/// Why a QCluster cannot be built into objects: its spec, to be fixed by whoever wrote it.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The engine refuses the options.
+    #[error("{0}")]
+    Options(#[from] q8s::ConfigError),
+    /// Pinning asked for without what sizes the pod.
+    #[error(
+        "cpuAffinity without resources needs workers, so the pod's exclusive cores can be sized"
+    )]
+    PinningUnsized,
+    /// The object has no name or namespace (never so on an apiserver).
+    #[error("the QCluster has no {0}")]
+    Incomplete(&'static str),
+}
+
+impl BuildError {
+    /// The reason of the Stalled condition this error sets.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BuildError::Options(_) | BuildError::PinningUnsized => "InvalidSpec",
+            BuildError::Incomplete(_) => "InvalidObject",
+        }
+    }
+}
+
+/// What a QCluster owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// `q8s.toml`.
+    pub config_map: ConfigMap,
+    /// The pods running `q8s cluster`.
+    pub deployment: Deployment,
+    /// The metrics port.
+    pub service: Service,
+    /// When replicas > 1.
+    pub disruption_budget: Option<PodDisruptionBudget>,
+}
+
+/// The labels that select a QCluster's pods.
+pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "q8s".into()),
+        ("app.kubernetes.io/instance".into(), name.into()),
+    ])
+}
+
+/// The objects `qcluster` should own, run from `image` unless its spec names one.
+pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
+    let name = qcluster
+        .metadata
+        .name
+        .clone()
+        .ok_or(BuildError::Incomplete("name"))?;
+    let namespace = qcluster
+        .namespace()
+        .ok_or(BuildError::Incomplete("namespace"))?;
+    let spec = &qcluster.spec;
+    let origin = format!("in QCluster {namespace}/{name}");
+    let config = spec.options.config(&origin)?;
+    let queue = spec.name.clone().unwrap_or_else(|| name.clone());
+
+    let mut labels = selector_labels(&name);
+    labels.insert("app.kubernetes.io/managed-by".into(), "q8s-operator".into());
+    let meta = |suffix: &str| ObjectMeta {
+        name: Some(format!("{name}{suffix}")),
+        namespace: Some(namespace.clone()),
+        labels: Some(labels.clone()),
+        owner_references: qcluster.controller_owner_ref(&()).map(|owner| vec![owner]),
+        ..ObjectMeta::default()
+    };
+
+    let config_map = ConfigMap {
+        metadata: meta("-config"),
+        data: Some(BTreeMap::from([(
+            "q8s.toml".to_string(),
+            render_config(spec, &queue)?,
+        )])),
+        ..ConfigMap::default()
+    };
+
+    let resources = match (&spec.resources, config.cpu_affinity) {
+        (Some(resources), _) => Some(resources.clone()),
+        (None, Some(per_worker)) => {
+            let workers = spec
+                .options
+                .0
+                .get("workers")
+                .and_then(serde_json::Value::as_u64)
+                .ok_or(BuildError::PinningUnsized)?;
+            Some(pinned(workers as usize * per_worker, workers as usize))
+        }
+        (None, None) => None,
+    };
+    let grace = config.timeout.map_or(GRACE_WITHOUT_TIMEOUT, |t| {
+        (t + config.receipt_margin) as i64
+    });
+
+    let mut env = vec![
+        EnvVar {
+            name: "Q8S_CONFIG".into(),
+            value: Some(format!("{CONFIG_DIR}/q8s.toml")),
+            ..EnvVar::default()
+        },
+        secret_env("Q8S_BROKER", &spec.broker),
+    ];
+    if let Some(store) = &spec.store {
+        env.push(secret_env("Q8S_STORE", store));
+    }
+    env.extend(spec.env.clone().unwrap_or_default());
+    let key_secret = spec
+        .signing_key
+        .clone()
+        .unwrap_or_else(|| format!("{name}-signing-key"));
+
+    let probe = |path: &str, failure_threshold: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(5),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "q8s".into(),
+        image: Some(spec.image.clone().unwrap_or_else(|| image.to_string())),
+        args: Some(vec!["cluster".into()]),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: i32::from(HTTP_PORT),
+            ..ContainerPort::default()
+        }]),
+        startup_probe: Some(probe("/healthz", 30)),
+        // Liveness never asks the broker: a broker outage must not restart pods.
+        liveness_probe: Some(probe("/healthz", 3)),
+        readiness_probe: Some(probe("/readyz", 2)),
+        resources,
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "signing-key".into(),
+                mount_path: KEY_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    let mut pod_labels = labels.clone();
+    pod_labels.extend(spec.pod_labels.clone().unwrap_or_default());
+    let pod = PodSpec {
+        containers: vec![container],
+        termination_grace_period_seconds: Some(grace),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        volumes: Some(vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: format!("{name}-config"),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "signing-key".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(key_secret),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
+        node_selector: spec.node_selector.clone(),
+        tolerations: spec.tolerations.clone(),
+        affinity: spec.affinity.clone(),
+        priority_class_name: spec.priority_class_name.clone(),
+        service_account_name: spec.service_account_name.clone(),
+        ..PodSpec::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(""),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..LabelSelector::default()
+            },
+            // Never more clusters than asked plus one; never fewer than asked.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: spec.pod_annotations.clone(),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+    let service = Service {
+        metadata: meta("-metrics"),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: i32::from(HTTP_PORT),
+                target_port: Some(IntOrString::String("http".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let disruption_budget = (spec.replicas > 1).then(|| PodDisruptionBudget {
+        metadata: meta(""),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    });
+    Ok(Desired {
+        config_map,
+        deployment,
+        service,
+        disruption_budget,
+    })
+}
+
+/// `q8s.toml` for the pods: the spec's own options (the engine's defaults for
+/// the rest), the queue name, HTTP for the probes, and the key file.
+fn render_config(spec: &crate::qcluster::QClusterSpec, queue: &str) -> Result<String, BuildError> {
+    let mut table = toml::Table::new();
+    for option in q8s::config::OPTIONS {
+        let camel = crate::options::camel_case(option.name);
+        if let Some(value) = spec.options.0.get(&camel) {
+            let value = toml::Value::try_from(value).map_err(|e| {
+                BuildError::Options(q8s::ConfigError::Inconsistent(format!(
+                    "option {camel}: {e}"
+                )))
+            })?;
+            table.insert(option.name.to_string(), value);
+        }
+    }
+    table.insert("name".into(), queue.into());
+    table.insert("http_host".into(), "0.0.0.0".into());
+    table.insert("http_port".into(), i64::from(HTTP_PORT).into());
+    table.insert(
+        "secret_key_file".into(),
+        format!("{KEY_DIR}/{KEY_ENTRY}").into(),
+    );
+    // The same rules the engine applies when the pod reads it.
+    q8s::Config::from_table(table.clone(), "in the rendered q8s.toml")?;
+    toml::to_string(&table).map_err(|e| {
+        BuildError::Options(q8s::ConfigError::Inconsistent(format!(
+            "cannot render q8s.toml: {e}"
+        )))
+    })
+}
+
+/// Resources for exclusive cores: an integer CPU request equal to its limit, and
+/// memory likewise, so the pod is Guaranteed and the static CPU manager pins it.
+fn pinned(cpus: usize, workers: usize) -> ResourceRequirements {
+    let memory_mib = workers * MEMORY_PER_WORKER_MIB;
+    let amounts = BTreeMap::from([
+        ("cpu".to_string(), Quantity(cpus.to_string())),
+        ("memory".to_string(), Quantity(format!("{memory_mib}Mi"))),
+    ]);
+    ResourceRequirements {
+        requests: Some(amounts.clone()),
+        limits: Some(amounts),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn secret_env(name: &str, selector: &k8s_openapi::api::core::v1::SecretKeySelector) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(selector.clone()),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(yaml: &str) -> QCluster {
+        let mut qcluster: QCluster = serde_yaml_ng::from_str(yaml).expect("a QCluster fixture");
+        qcluster.metadata.uid = Some("0b9f3a1c-uid".into());
+        qcluster
+    }
+
+    const REPORTS: &str = r#"
+apiVersion: q8s.io/v1alpha1
+kind: QCluster
+metadata: {name: reports, namespace: jobs}
+spec:
+  replicas: 3
+  broker: {name: reports-broker, key: url}
+  store: {name: reports-store, key: url}
+  workers: 2
+  timeout: 300
+  retry: 400
+  cpuAffinity: 1
+"#;
+
+    #[test]
+    fn a_qcluster_builds_a_restricted_deployment_with_its_config_and_secrets() {
+        let desired = build(&fixture(REPORTS), "q8s-worker:test").expect("builds");
+        let toml = &desired.config_map.data.as_ref().expect("data")["q8s.toml"];
+        let config = q8s::Config::from_table(toml.parse().expect("TOML"), "test").expect("valid");
+        assert_eq!(
+            (config.workers, config.timeout, config.retry),
+            (2, Some(300), 400)
+        );
+        assert_eq!(config.name, "reports");
+        assert_eq!(config.http_host, "0.0.0.0");
+        let deployment = desired.deployment.spec.expect("spec");
+        assert_eq!(deployment.replicas, Some(3));
+        let pod = deployment.template.spec.expect("pod");
+        assert_eq!(
+            pod.termination_grace_period_seconds,
+            Some(330),
+            "timeout + receipt margin"
+        );
+        let container = &pod.containers[0];
+        let env: Vec<&str> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(env, ["Q8S_CONFIG", "Q8S_BROKER", "Q8S_STORE"]);
+        assert!(
+            container
+                .env
+                .iter()
+                .flatten()
+                .all(|e| e.name == "Q8S_CONFIG" || e.value.is_none()),
+            "secrets come from Secrets, never inline"
+        );
+        let security = container.security_context.as_ref().expect("security");
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            pod.security_context
+                .as_ref()
+                .and_then(|s| s.run_as_non_root),
+            Some(true)
+        );
+        let resources = container.resources.as_ref().expect("pinned");
+        assert_eq!(resources.requests, resources.limits, "Guaranteed QoS");
+        assert_eq!(
+            resources.requests.as_ref().expect("requests")["cpu"],
+            Quantity("2".into())
+        );
+        assert!(desired.disruption_budget.is_some(), "more than one cluster");
+        let owner = desired.deployment.metadata.owner_references.expect("owned");
+        assert_eq!(owner[0].kind, "QCluster");
+        assert_eq!(owner[0].controller, Some(true));
+    }
+
+    #[test]
+    fn a_spec_the_engine_refuses_builds_nothing_and_says_why() {
+        let qcluster = fixture(&REPORTS.replace("retry: 400", "retry: 100"));
+        let error = build(&qcluster, "q8s-worker:test").expect_err("retry too short");
+        assert_eq!(error.reason(), "InvalidSpec");
+        assert!(error.to_string().contains("set retry to 330"), "{error}");
+        let no_workers = fixture(&REPORTS.replace("  workers: 2\n", ""));
+        assert!(matches!(
+            build(&no_workers, "x"),
+            Err(BuildError::PinningUnsized)
+        ));
+    }
+}
