@@ -6,6 +6,7 @@
 pub mod build;
 pub mod options;
 pub mod qcluster;
+pub mod reconciler;
 
 pub use qcluster::{QCluster, QClusterSpec, QClusterStatus};
 

@@ -174,3 +174,139 @@ async fn built_objects_pass_the_apiserver_and_the_restricted_pod_security_standa
         );
     }
 }
+
+/// The reconciler on the real apiserver: a QCluster becomes its objects and a
+/// status, a spec change reaches the pods' configuration, the signing key is
+/// made once and kept, and a spec the engine refuses stalls with its reason.
+#[tokio::test]
+async fn a_qcluster_is_reconciled_into_its_objects_and_a_bad_spec_stalls() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+    use kube::Api;
+    use q8s_testbed::eventually;
+
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    install(&bed);
+    let namespace = bed.namespace("qcluster-reconcile").await;
+    let client = bed.client();
+    let operator = tokio::spawn(q8s_operator::reconciler::run(
+        client.clone(),
+        "q8s-worker:test".into(),
+        Some(namespace.clone()),
+    ));
+    let apply = |yaml: String| {
+        let output = bed.kubectl(&["apply", "-f", "-"], Some(&yaml));
+        assert!(output.status.success(), "{:?}", text(&output));
+    };
+    apply(qcluster(
+        &namespace,
+        "reports",
+        "  workers: 2\n  timeout: 20\n",
+    ));
+
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let services = Api::<Service>::namespaced(client.clone(), &namespace);
+    let qclusters = Api::<q8s_operator::QCluster>::namespaced(client.clone(), &namespace);
+    let deployment = eventually("the Deployment", || deployments.get("reports")).await;
+    let owner = deployment
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(owner.first().map(|o| o.kind.as_str()), Some("QCluster"));
+    let toml = |config_map: &ConfigMap| {
+        config_map
+            .data
+            .as_ref()
+            .and_then(|data| data.get("q8s.toml"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let config = eventually("the ConfigMap", || config_maps.get("reports-config")).await;
+    assert!(toml(&config).contains("workers = 2"), "{}", toml(&config));
+    eventually("the metrics Service", || services.get("reports-metrics")).await;
+    let key = eventually("the signing key", || secrets.get("reports-signing-key")).await;
+    assert_eq!(
+        key.data
+            .as_ref()
+            .and_then(|d| d.get("keys"))
+            .map(|k| k.0.len()),
+        Some(65),
+        "a 64-digit key and its newline"
+    );
+    eventually("Reconciling while no pod is ready", || async {
+        let qcluster = qclusters.get("reports").await.map_err(|e| e.to_string())?;
+        let status = qcluster.status.clone().unwrap_or_default();
+        let reconciling = status.conditions.iter().any(|c| {
+            c.type_ == "Reconciling" && c.status == "True" && c.reason == "ClustersStarting"
+        });
+        if reconciling && status.observed_generation == qcluster.metadata.generation {
+            Ok(())
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
+    .await;
+
+    // A spec change reaches q8s.toml, and the pods' template (so they roll).
+    let before = deployment
+        .spec
+        .clone()
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.annotations);
+    apply(qcluster(
+        &namespace,
+        "reports",
+        "  workers: 3\n  timeout: 20\n",
+    ));
+    eventually("workers = 3 in q8s.toml", || async {
+        let config = config_maps
+            .get("reports-config")
+            .await
+            .map_err(|e| e.to_string())?;
+        toml(&config)
+            .contains("workers = 3")
+            .then_some(())
+            .ok_or(toml(&config))
+    })
+    .await;
+    eventually("a new pod template", || async {
+        let now = deployments
+            .get("reports")
+            .await
+            .map_err(|e| e.to_string())?;
+        let annotations = now
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations);
+        (annotations != before)
+            .then_some(())
+            .ok_or_else(|| "the same template".to_string())
+    })
+    .await;
+    let kept = secrets.get("reports-signing-key").await.expect("the key");
+    assert_eq!(kept.data, key.data, "the signing key is never overwritten");
+
+    // What the schema cannot know becomes a condition: pinning without a size.
+    apply(qcluster(&namespace, "unsized", "  cpuAffinity: 1\n"));
+    eventually("Stalled with InvalidSpec", || async {
+        let qcluster = qclusters.get("unsized").await.map_err(|e| e.to_string())?;
+        let status = qcluster.status.unwrap_or_default();
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "InvalidSpec")
+            .then_some(())
+            .ok_or(format!("{:?}", status.conditions))
+    })
+    .await;
+    assert!(
+        deployments.get_opt("unsized").await.expect("get").is_none(),
+        "a stalled QCluster owns nothing"
+    );
+    operator.abort();
+}
