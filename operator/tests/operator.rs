@@ -291,6 +291,30 @@ async fn a_qcluster_is_reconciled_into_its_objects_and_a_bad_spec_stalls() {
     let kept = secrets.get("reports-signing-key").await.expect("the key");
     assert_eq!(kept.data, key.data, "the signing key is never overwritten");
 
+    // The paused annotation stops reconciling, and the status says so.
+    let paused = bed.kubectl(
+        &[
+            "annotate",
+            "-n",
+            &namespace,
+            "qcluster/reports",
+            "q8s.io/paused=true",
+        ],
+        None,
+    );
+    assert!(paused.status.success(), "{:?}", text(&paused));
+    eventually("Reconciling=False, Paused", || async {
+        let qcluster = qclusters.get("reports").await.map_err(|e| e.to_string())?;
+        let status = qcluster.status.unwrap_or_default();
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Reconciling" && c.status == "False" && c.reason == "Paused")
+            .then_some(())
+            .ok_or(format!("{:?}", status.conditions))
+    })
+    .await;
+
     // What the schema cannot know becomes a condition: pinning without a size.
     apply(qcluster(&namespace, "unsized", "  cpuAffinity: 1\n"));
     eventually("Stalled with InvalidSpec", || async {
