@@ -108,16 +108,24 @@ pub async fn reconcile(
     let generation = qcluster.metadata.generation;
     let old = qcluster.status.clone().unwrap_or_default();
     if qcluster.annotations().get(PAUSED).map(String::as_str) == Some("true") {
+        // Ready and Stalled keep what they last said; only Reconciling changes.
+        let mut conditions: Vec<Condition> = old
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != "Reconciling")
+            .cloned()
+            .collect();
+        conditions.push(condition(
+            &old,
+            "Reconciling",
+            false,
+            "Paused",
+            "the q8s.io/paused annotation is set",
+            generation,
+        ));
         let status = QClusterStatus {
             observed_generation: generation,
-            conditions: vec![condition(
-                &old,
-                "Reconciling",
-                false,
-                "Paused",
-                "the q8s.io/paused annotation is set",
-                generation,
-            )],
+            conditions,
             ..old.clone()
         };
         write_status(client, &namespace, &name, &old, status).await?;

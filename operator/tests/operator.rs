@@ -306,10 +306,12 @@ async fn a_qcluster_is_reconciled_into_its_objects_and_a_bad_spec_stalls() {
     eventually("Reconciling=False, Paused", || async {
         let qcluster = qclusters.get("reports").await.map_err(|e| e.to_string())?;
         let status = qcluster.status.unwrap_or_default();
-        status
+        let paused = status
             .conditions
             .iter()
-            .any(|c| c.type_ == "Reconciling" && c.status == "False" && c.reason == "Paused")
+            .any(|c| c.type_ == "Reconciling" && c.status == "False" && c.reason == "Paused");
+        let ready_kept = status.conditions.iter().any(|c| c.type_ == "Ready");
+        (paused && ready_kept)
             .then_some(())
             .ok_or(format!("{:?}", status.conditions))
     })
