@@ -16,7 +16,6 @@ use chrono::Utc;
 
 use crate::broker::{self, Broker, BrokerError};
 use crate::config::{Config, ConfigError};
-use crate::hook::Hook;
 use crate::package::{PackageError, Signer};
 use crate::producer::Producer;
 use crate::reader::Reader;
@@ -184,27 +183,9 @@ impl Client {
                     .await?;
             }
         }
-        if let Some(hook) = &record.hook {
-            self.call_hook(hook, &record).await;
-        }
-        Ok(record)
-    }
-
-    /// Calls `hook` with the finished task under `hook_timeout`; a failing hook is logged, never fatal.
-    async fn call_hook(&self, hook: &str, record: &TaskRecord) {
-        let registry = Arc::clone(&self.registry);
-        let hook_text = hook.to_string();
-        let finished = record.clone();
         let timeout = Duration::from_secs(self.config().hook_timeout);
-        let outcome = tokio::task::spawn_blocking(move || {
-            Hook::parse(&hook_text).call(&registry, &finished, timeout)
-        });
-        match tokio::time::timeout(timeout + Duration::from_secs(1), outcome).await {
-            Ok(Ok(Ok(_))) => {}
-            Ok(Ok(Err(error))) => tracing::error!(task = %record.id, "hook {hook} failed: {error}"),
-            Ok(Err(error)) => tracing::error!(task = %record.id, "hook {hook} failed: {error}"),
-            Err(_) => tracing::error!(task = %record.id, "hook {hook} given up after hook_timeout"),
-        }
+        crate::hook::call_and_log(Arc::clone(&self.registry), record.clone(), timeout).await;
+        Ok(record)
     }
 
     /// Packages waiting in the broker (not those being processed).

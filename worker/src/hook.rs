@@ -7,6 +7,7 @@
 //! any language can be told when a task finishes. Every hook runs under
 //! `hook_timeout`: programs are killed and requests cut off when it runs out.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -66,6 +67,32 @@ impl<'a> Hook<'a> {
                 registry.run_program(program, record.to_string(), Some(timeout))
             }
         }
+    }
+}
+
+/// How long past `hook_timeout` a hook is waited for before it is given up:
+/// programs and requests stop at the timeout themselves; a Rust function may not.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(1);
+
+/// Calls `record`'s hook on a blocking thread and waits for it at most
+/// `timeout` (plus [`GIVE_UP_AFTER`]); a hook that fails or hangs is logged, never fatal.
+pub async fn call_and_log(registry: Arc<Registry>, record: TaskRecord, timeout: Duration) {
+    let Some(hook) = record.hook.clone() else {
+        return;
+    };
+    let id = record.id.clone();
+    let named = hook.clone();
+    let call =
+        tokio::task::spawn_blocking(move || Hook::parse(&hook).call(&registry, &record, timeout));
+    // A Rust function that never returns keeps its thread; nobody waits for it.
+    match tokio::time::timeout(timeout + GIVE_UP_AFTER, call).await {
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err(error))) => tracing::error!(task = %id, "hook {named} failed: {error}"),
+        Ok(Err(error)) => tracing::error!(task = %id, "hook {named} failed: {error}"),
+        Err(_) => tracing::error!(
+            task = %id,
+            "hook {named} still running after hook_timeout ({timeout:?}); given up"
+        ),
     }
 }
 

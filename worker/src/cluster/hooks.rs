@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::hook::Hook;
+use crate::hook;
 use crate::registry::Registry;
 use crate::task::TaskRecord;
 
@@ -70,28 +70,13 @@ impl HookRunner {
             let Ok(_turn) = turns.acquire_owned().await else {
                 return;
             };
-            let hook = record.hook.clone().unwrap_or_default();
-            let id = record.id.clone();
-            let named = hook.clone();
-            let call = tokio::task::spawn_blocking(move || {
-                Hook::parse(&hook).call(&registry, &record, timeout)
-            });
-            // A Rust function that never returns keeps its thread; the turn is given back.
-            match tokio::time::timeout(timeout + Duration::from_secs(1), call).await {
-                Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err(error))) => tracing::error!(task = %id, "hook {named} failed: {error}"),
-                Ok(Err(error)) => tracing::error!(task = %id, "hook {named} failed: {error}"),
-                Err(_) => tracing::error!(
-                    task = %id,
-                    "hook {named} still running after hook_timeout ({timeout:?}); given up"
-                ),
-            }
+            hook::call_and_log(registry, record, timeout).await;
         });
     }
 
     /// Waits for the hooks still running, at most one `hook_timeout` in all.
     pub async fn finish(mut self) {
-        let waited = tokio::time::timeout(self.timeout + Duration::from_secs(1), async {
+        let waited = tokio::time::timeout(self.timeout + hook::GIVE_UP_AFTER, async {
             while self.running.join_next().await.is_some() {}
         })
         .await;
