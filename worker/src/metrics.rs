@@ -78,76 +78,84 @@ pub struct Metrics {
 impl Metrics {
     /// The metrics of cluster `cluster`, every one labelled with its name.
     pub fn new(cluster: &str) -> Metrics {
+        // A clone of each metric goes into the registry; both share one value.
         let label = [("cluster".into(), cluster.to_string().into())];
         let mut registry = Registry::with_prefix_and_labels("q8s", label.into_iter());
-        let metrics = Metrics {
-            registry: Registry::default(),
-            tasks_started: Family::default(),
-            tasks_finished: Family::default(),
-            packages_rejected: Family::default(),
-            reincarnations: Counter::default(),
-            hooks_dropped: Counter::default(),
-            task_queue: Gauge::default(),
-            result_queue: Gauge::default(),
-            broker_queue: Gauge::default(),
-            workers: Gauge::default(),
-            task_duration: Family::new_with_constructor(duration_histogram),
-            task_wait: duration_histogram(),
-        };
+        let tasks_started = Family::default();
         registry.register(
             "tasks_started",
             "Tasks handed to a worker",
-            metrics.tasks_started.clone(),
+            tasks_started.clone(),
         );
+        let tasks_finished = Family::default();
         registry.register(
             "tasks_finished",
             "Tasks finished, by function and outcome",
-            metrics.tasks_finished.clone(),
+            tasks_finished.clone(),
         );
+        let packages_rejected = Family::default();
         registry.register(
             "packages_rejected",
             "Packages that did not verify and were never run",
-            metrics.packages_rejected.clone(),
+            packages_rejected.clone(),
         );
+        let reincarnations = Counter::default();
         registry.register(
             "reincarnations",
             "Worker processes replaced after a recycle, max_rss, timeout or death",
-            metrics.reincarnations.clone(),
+            reincarnations.clone(),
         );
+        let hooks_dropped = Counter::default();
         registry.register(
             "hooks_dropped",
             "Hooks not called because too many were running or waiting",
-            metrics.hooks_dropped.clone(),
+            hooks_dropped.clone(),
         );
+        let task_queue = Gauge::default();
         registry.register(
             "task_queue",
             "Packages held in memory, not yet started",
-            metrics.task_queue.clone(),
+            task_queue.clone(),
         );
+        let result_queue = Gauge::default();
         registry.register(
             "result_queue",
             "Finished tasks not yet saved",
-            metrics.result_queue.clone(),
+            result_queue.clone(),
         );
+        let broker_queue = Gauge::default();
         registry.register(
             "broker_queue",
             "Packages waiting in the broker",
-            metrics.broker_queue.clone(),
+            broker_queue.clone(),
         );
-        registry.register("workers", "Live worker processes", metrics.workers.clone());
+        let workers = Gauge::default();
+        registry.register("workers", "Live worker processes", workers.clone());
+        let task_duration = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         registry.register(
             "task_duration_seconds",
             "Seconds a task's function ran",
-            metrics.task_duration.clone(),
+            task_duration.clone(),
         );
+        let task_wait = duration_histogram();
         registry.register(
             "task_wait_seconds",
             "Seconds from enqueue to start",
-            metrics.task_wait.clone(),
+            task_wait.clone(),
         );
         Metrics {
             registry,
-            ..metrics
+            tasks_started,
+            tasks_finished,
+            packages_rejected,
+            reincarnations,
+            hooks_dropped,
+            task_queue,
+            result_queue,
+            broker_queue,
+            workers,
+            task_duration,
+            task_wait,
         }
     }
 

@@ -292,20 +292,27 @@ async fn connect_redis(config: &Config) -> Result<Arc<RedisBroker>, BrokerError>
     ))
 }
 
-/// The Stat board of the broker `config` names, when it keeps one (Redis); opens nothing else.
-pub async fn stat_board(config: &Config) -> Result<Option<Arc<dyn StatBoard>>, BrokerError> {
+/// The broker `config` names when it has the capabilities beyond a queue (Redis:
+/// the result cache and the Stat board); opens nothing for the others.
+async fn capable(config: &Config) -> Result<Option<Arc<RedisBroker>>, BrokerError> {
     match broker_kind(&config.broker).map_err(BrokerError::Unsupported)? {
         BrokerKind::Redis => Ok(Some(connect_redis(config).await?)),
         BrokerKind::Sqlite | BrokerKind::Postgres | BrokerKind::Sqs => Ok(None),
     }
 }
 
+/// The Stat board of the broker `config` names, when it keeps one (Redis); opens nothing else.
+pub async fn stat_board(config: &Config) -> Result<Option<Arc<dyn StatBoard>>, BrokerError> {
+    Ok(capable(config)
+        .await?
+        .map(|redis| redis as Arc<dyn StatBoard>))
+}
+
 /// The result cache of the broker `config` names, when it has one (Redis); opens nothing else.
 pub async fn result_cache(config: &Config) -> Result<Option<Arc<dyn ResultCache>>, BrokerError> {
-    match broker_kind(&config.broker).map_err(BrokerError::Unsupported)? {
-        BrokerKind::Redis => Ok(Some(connect_redis(config).await?)),
-        BrokerKind::Sqlite | BrokerKind::Postgres | BrokerKind::Sqs => Ok(None),
-    }
+    Ok(capable(config)
+        .await?
+        .map(|redis| redis as Arc<dyn ResultCache>))
 }
 
 #[cfg(test)]
