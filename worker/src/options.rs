@@ -23,7 +23,7 @@ pub const NAMES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionsError {
     /// An option with a value it does not take.
-    #[error("q_options: `{option}` must be {expected}")]
+    #[error("task option `{option}` must be {expected}")]
     Invalid {
         /// The option.
         option: &'static str,
@@ -31,9 +31,7 @@ pub enum OptionsError {
         expected: &'static str,
     },
     /// A name that is not a task option.
-    #[error(
-        "q_options: unknown option `{0}`; the options are hook, group, timeout, save, cached, sync, ack_failure"
-    )]
+    #[error("q_options: unknown option `{0}`; the options are {names}", names = NAMES.join(", "))]
     Unknown(String),
 }
 

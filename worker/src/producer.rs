@@ -76,16 +76,7 @@ impl Producer {
                 "a task needs a function name, e.g. math.copysign".into(),
             ));
         }
-        if request
-            .options
-            .timeout
-            .is_some_and(|t| t == 0 || t > crate::task::MAX_TIMEOUT)
-        {
-            return Err(ClientError::Invalid(format!(
-                "timeout must be between 1 and {} seconds (a year)",
-                crate::task::MAX_TIMEOUT
-            )));
-        }
+        request.options.check()?;
         let cached = request.options.cached.unwrap_or(self.config.cached);
         if cached != Cached::Off && !self.caches {
             return Err(ClientError::Invalid(

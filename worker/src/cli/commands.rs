@@ -70,10 +70,6 @@ pub(super) async fn enqueue(
         sync: args.sync.then_some(true),
         ..TaskOptions::default()
     };
-    request
-        .options
-        .check()
-        .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
     if let Some(options) = &args.q_options {
         request = request
             .q_options(&parse_object("--q-options", options)?)
