@@ -33,6 +33,8 @@ pub const HTTP_PORT: u16 = 9464;
 pub const CONFIG_DIR: &str = "/etc/q8s";
 /// Where the pod finds the signing keys.
 pub const KEY_DIR: &str = "/var/run/q8s/signing";
+/// The pod-template annotation holding a hash of `q8s.toml`.
+pub const CONFIG_HASH: &str = "q8s.io/config-hash";
 /// The key of the signing-key Secret that holds the keys, one per line.
 pub const KEY_ENTRY: &str = "keys";
 /// The user the worker image runs as.
@@ -56,6 +58,9 @@ pub enum BuildError {
     /// The object has no name or namespace (never so on an apiserver).
     #[error("the QCluster has no {0}")]
     Incomplete(&'static str),
+    /// The checked configuration does not write back as TOML.
+    #[error("cannot render q8s.toml: {0}")]
+    Render(#[from] toml::ser::Error),
 }
 
 impl BuildError {
@@ -63,7 +68,7 @@ impl BuildError {
     pub fn reason(&self) -> &'static str {
         match self {
             BuildError::Options(_) | BuildError::PinningUnsized => "InvalidSpec",
-            BuildError::Incomplete(_) => "InvalidObject",
+            BuildError::Incomplete(_) | BuildError::Render(_) => "InvalidObject",
         }
     }
 }
@@ -79,6 +84,8 @@ pub struct Desired {
     pub service: Service,
     /// When replicas > 1.
     pub disruption_budget: Option<PodDisruptionBudget>,
+    /// The Secret the pods read their signing keys from (made when absent).
+    pub signing_key_secret: String,
 }
 
 /// The labels that select a QCluster's pods.
@@ -101,8 +108,20 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
         .ok_or(BuildError::Incomplete("namespace"))?;
     let spec = &qcluster.spec;
     let origin = format!("in QCluster {namespace}/{name}");
-    let config = spec.options.config(&origin)?;
     let queue = spec.name.clone().unwrap_or_else(|| name.clone());
+    // The pods' q8s.toml: the spec's own options (the engine's defaults for
+    // the rest), the queue name, HTTP for the probes and the key file. It is
+    // parsed once here by the rules the pods will apply to it.
+    let mut table = spec.options.table(&origin)?;
+    table.insert("name".into(), queue.into());
+    table.insert("http_host".into(), "0.0.0.0".into());
+    table.insert("http_port".into(), i64::from(HTTP_PORT).into());
+    table.insert(
+        "secret_key_file".into(),
+        format!("{KEY_DIR}/{KEY_ENTRY}").into(),
+    );
+    let config = q8s::Config::from_table(table.clone(), &origin)?;
+    let rendered = toml::to_string(&table)?;
 
     let mut labels = selector_labels(&name);
     labels.insert("app.kubernetes.io/managed-by".into(), "q8s-operator".into());
@@ -116,24 +135,17 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
 
     let config_map = ConfigMap {
         metadata: meta("-config"),
-        data: Some(BTreeMap::from([(
-            "q8s.toml".to_string(),
-            render_config(spec, &queue)?,
-        )])),
+        data: Some(BTreeMap::from([("q8s.toml".to_string(), rendered.clone())])),
         ..ConfigMap::default()
     };
 
     let resources = match (&spec.resources, config.cpu_affinity) {
         (Some(resources), _) => Some(resources.clone()),
-        (None, Some(per_worker)) => {
-            let workers = spec
-                .options
-                .0
-                .get("workers")
-                .and_then(serde_json::Value::as_u64)
-                .ok_or(BuildError::PinningUnsized)?;
-            Some(pinned(workers as usize * per_worker, workers as usize))
+        // Without a given `workers` the engine would count the operator's CPUs.
+        (None, Some(_)) if !config.origins.contains_key("workers") => {
+            return Err(BuildError::PinningUnsized);
         }
+        (None, Some(per_worker)) => Some(pinned(config.workers * per_worker, config.workers)),
         (None, None) => None,
     };
     let grace = config.timeout.map_or(GRACE_WITHOUT_TIMEOUT, |t| {
@@ -152,7 +164,7 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
         env.push(secret_env("Q8S_STORE", store));
     }
     env.extend(spec.env.clone().unwrap_or_default());
-    let key_secret = spec
+    let signing_key_secret = spec
         .signing_key
         .clone()
         .unwrap_or_else(|| format!("{name}-signing-key"));
@@ -209,6 +221,10 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
     };
     let mut pod_labels = labels.clone();
     pod_labels.extend(spec.pod_labels.clone().unwrap_or_default());
+    // Pods restart when q8s.toml changes: a hash of it, stable across operator
+    // versions, is part of their template.
+    let mut pod_annotations = spec.pod_annotations.clone().unwrap_or_default();
+    pod_annotations.insert(CONFIG_HASH.into(), config_hash(&rendered));
     let pod = PodSpec {
         containers: vec![container],
         termination_grace_period_seconds: Some(grace),
@@ -233,7 +249,7 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
             Volume {
                 name: "signing-key".into(),
                 secret: Some(SecretVolumeSource {
-                    secret_name: Some(key_secret),
+                    secret_name: Some(signing_key_secret.clone()),
                     ..SecretVolumeSource::default()
                 }),
                 ..Volume::default()
@@ -265,7 +281,7 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: spec.pod_annotations.clone(),
+                    annotations: Some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),
@@ -305,38 +321,18 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
         deployment,
         service,
         disruption_budget,
+        signing_key_secret,
     })
 }
 
-/// `q8s.toml` for the pods: the spec's own options (the engine's defaults for
-/// the rest), the queue name, HTTP for the probes, and the key file.
-fn render_config(spec: &crate::qcluster::QClusterSpec, queue: &str) -> Result<String, BuildError> {
-    let mut table = toml::Table::new();
-    for option in q8s::config::OPTIONS {
-        let camel = crate::options::camel_case(option.name);
-        if let Some(value) = spec.options.0.get(&camel) {
-            let value = toml::Value::try_from(value).map_err(|e| {
-                BuildError::Options(q8s::ConfigError::Inconsistent(format!(
-                    "option {camel}: {e}"
-                )))
-            })?;
-            table.insert(option.name.to_string(), value);
-        }
-    }
-    table.insert("name".into(), queue.into());
-    table.insert("http_host".into(), "0.0.0.0".into());
-    table.insert("http_port".into(), i64::from(HTTP_PORT).into());
-    table.insert(
-        "secret_key_file".into(),
-        format!("{KEY_DIR}/{KEY_ENTRY}").into(),
-    );
-    // The same rules the engine applies when the pod reads it.
-    q8s::Config::from_table(table.clone(), "in the rendered q8s.toml")?;
-    toml::to_string(&table).map_err(|e| {
-        BuildError::Options(q8s::ConfigError::Inconsistent(format!(
-            "cannot render q8s.toml: {e}"
-        )))
-    })
+/// The first 16 hex digits of the SHA-256 of `text`.
+fn config_hash(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// Resources for exclusive cores: an integer CPU request equal to its limit, and

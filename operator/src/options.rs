@@ -129,6 +129,11 @@ impl ClusterOptions {
     /// The engine's configuration these options make, checked by the engine's
     /// own rules; `origin` says where they came from in error messages.
     pub fn config(&self, origin: &str) -> Result<q8s::Config, q8s::ConfigError> {
+        q8s::Config::from_table(self.table(origin)?, origin)
+    }
+
+    /// The options as `q8s.toml` names them (snake_case), not yet checked.
+    pub fn table(&self, origin: &str) -> Result<toml::Table, q8s::ConfigError> {
         let names: Vec<(String, &'static str)> = q8s::config::OPTIONS
             .iter()
             .map(|option| (camel_case(option.name), option.name))
@@ -147,7 +152,7 @@ impl ClusterOptions {
             })?;
             table.insert(name, value);
         }
-        q8s::Config::from_table(table, origin)
+        Ok(table)
     }
 }
 

@@ -5,8 +5,6 @@
 //! a change, never a crash or a hot loop; an apiserver that fails is retried
 //! after a pause.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,12 +138,7 @@ pub async fn reconcile(
             return Ok(Action::await_change());
         }
     };
-    let key_secret = qcluster
-        .spec
-        .signing_key
-        .clone()
-        .unwrap_or_else(|| format!("{name}-signing-key"));
-    ensure_signing_key(client, &namespace, &key_secret).await?;
+    ensure_signing_key(client, &namespace, &desired.signing_key_secret).await?;
     let deployment = apply_all(client, &namespace, desired).await?;
     let wanted = qcluster.spec.replicas;
     let ready = deployment
@@ -317,26 +310,11 @@ async fn apply_all(
 ) -> Result<Deployment, ReconcileError> {
     let Desired {
         config_map,
-        mut deployment,
+        deployment,
         service,
         disruption_budget,
+        ..
     } = desired;
-    // Pods restart when q8s.toml changes: its hash is part of their template.
-    let mut hasher = DefaultHasher::new();
-    config_map.data.hash(&mut hasher);
-    if let Some(template) = deployment
-        .spec
-        .as_mut()
-        .and_then(|spec| spec.template.metadata.as_mut())
-    {
-        template
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(
-                "q8s.io/config-hash".into(),
-                format!("{:016x}", hasher.finish()),
-            );
-    }
     apply(
         &Api::<ConfigMap>::namespaced(client.clone(), namespace),
         &config_map,

@@ -78,7 +78,7 @@ pub fn flags(db: &TestDb, extra: &[&str]) -> Vec<String> {
 /// A client on `db` configured with `extra`, as the test's clusters are.
 pub async fn client(db: &TestDb, extra: &[&str]) -> q8s::Client {
     let config = config(db, extra);
-    Database::migrated(&config.store_url())
+    Database::migrate_all(&config)
         .await
         .expect("migrated store");
     q8s::Client::connect(config).await.expect("client")
