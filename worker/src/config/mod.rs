@@ -184,7 +184,7 @@ impl Config {
                     return Err(ConfigError::Invalid {
                         option: option.to_string(),
                         origin: origin.to_string(),
-                        value: shown_safely(option, &raw),
+                        value: Config::shown_given(option, &raw),
                         expected,
                     });
                 }
@@ -236,7 +236,7 @@ impl Config {
                         .get(entry.name)
                         .cloned()
                         .unwrap_or_else(|| "as set in code".into()),
-                    value: shown_safely(entry.name, &raw),
+                    value: Config::shown_given(entry.name, &raw),
                     expected,
                 });
             }
@@ -391,19 +391,6 @@ impl schemars::JsonSchema for Config {
             object.remove("$schema");
         }
         schemars::Schema::try_from(value).unwrap_or_default()
-    }
-}
-
-/// A value as an error message may show it: keys never, URLs without their password.
-fn shown_safely(option: &str, raw: &Raw) -> String {
-    match option {
-        "secret_key" => "(hidden)".into(),
-        "broker" | "store" | "orm" | "redis" | "sqs" => match raw.text() {
-            Some(text) => format!("{:?}", redact(&text)),
-            None if matches!(raw, Raw::Toml(toml::Value::Table(_))) => "a table (hidden)".into(),
-            None => raw.shown(),
-        },
-        _ => raw.shown(),
     }
 }
 

@@ -99,6 +99,14 @@ macro_rules! declare_options {
                 }
             }
 
+            /// A value given for `option`, as an error message may show it.
+            pub(super) fn shown_given(option: &str, raw: &Raw) -> String {
+                match option {
+                    $( stringify!($name) => specs::$name().show_given(raw), )*
+                    _ => raw.shown(),
+                }
+            }
+
             /// Every option's value, as TOML and as shown.
             pub fn entries(&self) -> Vec<Entry> {
                 vec![ $( Entry {

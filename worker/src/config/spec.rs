@@ -26,6 +26,10 @@ pub trait Spec {
     fn show(&self, value: &Self::Value) -> String;
     /// The JSON Schema of what `parse` accepts from typed input.
     fn schema(&self) -> Map<String, Value>;
+    /// A value as given, as an error message may show it (keys hidden, passwords redacted).
+    fn show_given(&self, raw: &Raw) -> String {
+        raw.shown()
+    }
 }
 
 fn schema(value: Value) -> Map<String, Value> {
@@ -168,6 +172,12 @@ impl Spec for Text {
             value.clone()
         }
     }
+    fn show_given(&self, raw: &Raw) -> String {
+        match raw.text() {
+            Some(text) if self.url => format!("{:?}", redact(&text)),
+            _ => raw.shown(),
+        }
+    }
     fn schema(&self) -> Map<String, Value> {
         let mut map = schema(json!({ "type": "string", "minLength": 1 }));
         if let Some(pattern) = self.pattern {
@@ -197,6 +207,9 @@ impl<S: Spec> Spec for Maybe<S> {
     fn schema(&self) -> Map<String, Value> {
         self.0.schema()
     }
+    fn show_given(&self, raw: &Raw) -> String {
+        self.0.show_given(raw)
+    }
 }
 
 /// Secret keys of 16 characters or more: one, or a list whose first signs.
@@ -224,6 +237,9 @@ impl Spec for Keys {
         } else {
             format!("{} key(s), hidden", value.len())
         }
+    }
+    fn show_given(&self, _: &Raw) -> String {
+        "(hidden)".into()
     }
     fn schema(&self) -> Map<String, Value> {
         schema(json!({
@@ -344,6 +360,15 @@ impl Spec for Inline {
         match value {
             toml::Value::String(url) => redact(url),
             _ => "a table (hidden: it may hold credentials)".into(),
+        }
+    }
+    fn show_given(&self, raw: &Raw) -> String {
+        match raw {
+            Raw::Toml(toml::Value::Table(_)) => "a table (hidden)".into(),
+            _ => match raw.text() {
+                Some(text) => format!("{:?}", redact(&text)),
+                None => raw.shown(),
+            },
         }
     }
     fn schema(&self) -> Map<String, Value> {
