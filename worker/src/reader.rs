@@ -106,7 +106,9 @@ impl Reader {
     pub async fn fetch_cached(&self, id: &str) -> Result<Option<TaskRecord>, ClientError> {
         let cache = self.cache().await?.ok_or_else(|| {
             ClientError::Invalid(
-                "this broker keeps no result cache: cached results live in Redis".into(),
+                "this broker keeps no result cache: cached results live in Redis; \
+                 set broker = \"redis://…\" to read them"
+                    .into(),
             )
         })?;
         match cache.cached_result(id).await? {

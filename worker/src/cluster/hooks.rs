@@ -57,7 +57,8 @@ impl HookRunner {
             self.dropped.inc();
             tracing::error!(
                 task = %record.id,
-                "{} hooks are running or waiting; the hook of this task is not called",
+                "{} hooks are running or waiting; the hook of this task is not called \
+                 (hooks hang for their whole hook_timeout: fix the hook, or lower hook_timeout)",
                 self.running.len()
             );
             return;
