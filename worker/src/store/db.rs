@@ -111,7 +111,7 @@ impl Database {
             return Err(DatabaseError::NotMigrated {
                 url: crate::config::redact(url),
                 found: 0,
-                latest: migrator(Dialect::Sqlite).iter().count() as i64,
+                latest: latest_migration(Dialect::Sqlite),
             });
         }
         let database = Database::open(url, false).await?;
@@ -197,11 +197,7 @@ impl Database {
 
     /// Refuses a database whose schema is missing or behind this q8s's migrations.
     async fn check_schema(&self) -> Result<(), DatabaseError> {
-        let latest = migrator(self.dialect)
-            .iter()
-            .map(|migration| migration.version)
-            .max()
-            .unwrap_or(0);
+        let latest = latest_migration(self.dialect);
         let counted =
             sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&self.pool)
@@ -279,6 +275,15 @@ impl Database {
             source,
         })
     }
+}
+
+/// The version of the last embedded migration for `dialect`.
+fn latest_migration(dialect: Dialect) -> i64 {
+    migrator(dialect)
+        .iter()
+        .map(|migration| migration.version)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The embedded migrations for `dialect`, in order.
