@@ -171,6 +171,14 @@ mod tests {
                 option.name
             );
         }
+        for (owned, _) in OWNED_BY_THE_OPERATOR {
+            assert!(
+                q8s::config::OPTIONS
+                    .iter()
+                    .any(|option| option.name == *owned),
+                "{owned} is owned by the operator but not a declared option"
+            );
+        }
         assert_eq!(camel_case("max_attempts"), "maxAttempts");
         assert!(schemas.contains_key("hookTimeout"));
         assert_eq!(schemas["workers"]["minimum"], 1);
