@@ -246,7 +246,7 @@ pub(super) fn show_config(config: &Config, toml: bool, schema: bool) -> Result<E
     }
     // Valid TOML too: what is set and shown whole is a line, the rest (unset,
     // or hiding a password or a key) a comment, so the listing loads as a file.
-    for (entry, (_, effective)) in config.entries().into_iter().zip(config.describe()) {
+    for entry in config.describe() {
         let origin = config
             .origins
             .get(entry.name)
@@ -260,7 +260,7 @@ pub(super) fn show_config(config: &Config, toml: bool, schema: bool) -> Result<E
         });
         match whole {
             Some(value) => println!("{} = {value}    # {origin}", entry.name),
-            None => println!("# {} = {effective}    # {origin}", entry.name),
+            None => println!("# {} = {}    # {origin}", entry.name, entry.shown),
         }
     }
     Ok(Exit::Ok)

@@ -277,17 +277,17 @@ impl Config {
     }
 
     /// Each option's effective value, for `q8s config`: derived defaults resolved, secrets hidden.
-    pub fn describe(&self) -> Vec<(&'static str, String)> {
+    pub fn describe(&self) -> Vec<Entry> {
         self.entries()
             .into_iter()
-            .map(|entry| {
-                let shown = match entry.name {
-                    "queue_limit" => self.queue_limit().to_string(),
-                    "store" => redact(&self.store_url()),
-                    "secret_key_file" => self.key_file().display().to_string(),
-                    _ => entry.shown,
-                };
-                (entry.name, shown)
+            .map(|mut entry| {
+                match entry.name {
+                    "queue_limit" => entry.shown = self.queue_limit().to_string(),
+                    "store" => entry.shown = redact(&self.store_url()),
+                    "secret_key_file" => entry.shown = self.key_file().display().to_string(),
+                    _ => {}
+                }
+                entry
             })
             .collect()
     }
