@@ -14,10 +14,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -27,14 +27,23 @@ use kube::{Resource, ResourceExt};
 
 use crate::qcluster::QCluster;
 
+/// The operator's name: its field manager, and the value of [`MANAGED_BY`] on what it makes.
+pub const OPERATOR: &str = "q8s-operator";
+/// The label naming who made an object.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The port of the cluster's `/metrics`, `/healthz` and `/readyz` in the pod.
 pub const HTTP_PORT: u16 = 9464;
 /// Where the pod finds `q8s.toml`.
 pub const CONFIG_DIR: &str = "/etc/q8s";
 /// Where the pod finds the signing keys.
 pub const KEY_DIR: &str = "/var/run/q8s/signing";
+/// The pod's writable working folder (the root filesystem is read-only): where
+/// the engine's default SQLite store lands when the spec gives no `store`.
+pub const WORK_DIR: &str = "/var/lib/q8s";
 /// The pod-template annotation holding a hash of `q8s.toml`.
 pub const CONFIG_HASH: &str = "q8s.io/config-hash";
+/// The Deployment annotation holding a hash of its pod template: a change is a rollout.
+pub const TEMPLATE_HASH: &str = "q8s.io/template-hash";
 /// The key of the signing-key Secret that holds the keys, one per line.
 pub const KEY_ENTRY: &str = "keys";
 /// The user the worker image runs as.
@@ -86,6 +95,36 @@ pub struct Desired {
     pub disruption_budget: Option<PodDisruptionBudget>,
     /// The Secret the pods read their signing keys from (made when absent).
     pub signing_key_secret: String,
+    /// The pods' checked configuration, without the URLs their Secrets hold.
+    pub config: q8s::Config,
+}
+
+impl Desired {
+    /// A hash of every object: equal when applying again would change nothing.
+    pub fn fingerprint(&self) -> String {
+        let objects = serde_json::json!([
+            self.config_map,
+            self.deployment,
+            self.service,
+            self.disruption_budget,
+        ]);
+        short_hash(&objects.to_string())
+    }
+
+    /// The pod template's hash, as the Deployment's [`TEMPLATE_HASH`] annotation holds it.
+    pub fn template_hash(&self) -> Option<&str> {
+        template_hash_of(&self.deployment)
+    }
+}
+
+/// The [`TEMPLATE_HASH`] annotation of a Deployment.
+pub fn template_hash_of(deployment: &Deployment) -> Option<&str> {
+    deployment
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(TEMPLATE_HASH)
+        .map(String::as_str)
 }
 
 /// The labels that select a QCluster's pods.
@@ -124,7 +163,7 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
     let rendered = toml::to_string(&table)?;
 
     let mut labels = selector_labels(&name);
-    labels.insert("app.kubernetes.io/managed-by".into(), "q8s-operator".into());
+    labels.insert(MANAGED_BY.into(), OPERATOR.into());
     let meta = |suffix: &str| ObjectMeta {
         name: Some(format!("{name}{suffix}")),
         namespace: Some(namespace.clone()),
@@ -159,6 +198,18 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
             ..EnvVar::default()
         },
         secret_env("Q8S_BROKER", &spec.broker),
+        // The Stat names the node, so the status can say where each cluster runs.
+        EnvVar {
+            name: q8s::stat::NODE_VAR.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "spec.nodeName".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
     ];
     if let Some(store) = &spec.store {
         env.push(secret_env("Q8S_STORE", store));
@@ -183,6 +234,7 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
         name: "q8s".into(),
         image: Some(spec.image.clone().unwrap_or_else(|| image.to_string())),
         args: Some(vec!["cluster".into()]),
+        working_dir: Some(WORK_DIR.into()),
         env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
@@ -216,6 +268,11 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
                 read_only: Some(true),
                 ..VolumeMount::default()
             },
+            VolumeMount {
+                name: "work".into(),
+                mount_path: WORK_DIR.into(),
+                ..VolumeMount::default()
+            },
         ]),
         ..Container::default()
     };
@@ -224,7 +281,7 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
     // Pods restart when q8s.toml changes: a hash of it, stable across operator
     // versions, is part of their template.
     let mut pod_annotations = spec.pod_annotations.clone().unwrap_or_default();
-    pod_annotations.insert(CONFIG_HASH.into(), config_hash(&rendered));
+    pod_annotations.insert(CONFIG_HASH.into(), short_hash(&rendered));
     let pod = PodSpec {
         containers: vec![container],
         termination_grace_period_seconds: Some(grace),
@@ -254,6 +311,11 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
                 }),
                 ..Volume::default()
             },
+            Volume {
+                name: "work".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
         ]),
         node_selector: spec.node_selector.clone(),
         tolerations: spec.tolerations.clone(),
@@ -262,8 +324,21 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
         service_account_name: spec.service_account_name.clone(),
         ..PodSpec::default()
     };
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(pod_annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod),
+    };
+    let mut deployment_meta = meta("");
+    deployment_meta.annotations = Some(BTreeMap::from([(
+        TEMPLATE_HASH.to_string(),
+        short_hash(&serde_json::to_string(&template).unwrap_or_default()),
+    )]));
     let deployment = Deployment {
-        metadata: meta(""),
+        metadata: deployment_meta,
         spec: Some(DeploymentSpec {
             replicas: Some(spec.replicas),
             selector: LabelSelector {
@@ -278,14 +353,7 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
                     max_unavailable: Some(IntOrString::Int(0)),
                 }),
             }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(pod_annotations),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
+            template,
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
@@ -322,11 +390,12 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
         service,
         disruption_budget,
         signing_key_secret,
+        config,
     })
 }
 
 /// The first 16 hex digits of the SHA-256 of `text`.
-fn config_hash(text: &str) -> String {
+fn short_hash(text: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes())
         .iter()
@@ -411,7 +480,10 @@ spec:
             .flatten()
             .map(|e| e.name.as_str())
             .collect();
-        assert_eq!(env, ["Q8S_CONFIG", "Q8S_BROKER", "Q8S_STORE"]);
+        assert_eq!(
+            env,
+            ["Q8S_CONFIG", "Q8S_BROKER", "Q8S_NODE_NAME", "Q8S_STORE"]
+        );
         assert!(
             container
                 .env

@@ -4,6 +4,7 @@
 //! options reach it from the engine's one declaration ([`options`]).
 
 pub mod build;
+pub mod observe;
 pub mod options;
 pub mod qcluster;
 pub mod reconciler;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, ResourceRequirements, SecretKeySelector, Toleration,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::options::{ClusterOptions, cross_option_rules};
 
 /// A fleet of q8s clusters (pods running `q8s cluster`) working one queue.
+// Each printcolumn repeats `type_ = "integer"`: clippy reads that as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "q8s.io",
@@ -27,16 +29,60 @@ use crate::options::{ClusterOptions, cross_option_rules};
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(name = "Queue", type_ = "string", json_path = ".spec.name"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(
         name = "Clusters",
         type_ = "integer",
-        json_path = ".status.readyReplicas"
+        json_path = ".status.totals.clusters"
+    ),
+    printcolumn(
+        name = "Workers",
+        type_ = "integer",
+        json_path = ".status.totals.workers"
+    ),
+    printcolumn(
+        name = "Queued",
+        type_ = "integer",
+        json_path = ".status.totals.queued"
+    ),
+    printcolumn(
+        name = "Running",
+        type_ = "integer",
+        json_path = ".status.totals.running"
+    ),
+    printcolumn(
+        name = "RC",
+        type_ = "integer",
+        json_path = ".status.totals.reincarnations"
     ),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Queue",
+        type_ = "string",
+        json_path = ".spec.name",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Held",
+        type_ = "integer",
+        json_path = ".status.totals.held",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Successes",
+        type_ = "integer",
+        json_path = ".status.totals.successes",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Failures",
+        type_ = "integer",
+        json_path = ".status.totals.failures",
+        priority = 1
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -99,10 +145,41 @@ fn one() -> i32 {
 
 /// The rules that span fields, checked by the apiserver when the object is applied.
 fn spec_rules(schema: &mut schemars::Schema) {
+    let mut rules = cross_option_rules();
+    rules.push(pinning_rule());
     schema.insert(
         "x-kubernetes-validations".into(),
-        serde_json::Value::Array(cross_option_rules()),
+        serde_json::Value::Array(rules),
     );
+}
+
+/// Pinning with given resources: only a Guaranteed pod with whole CPUs gets
+/// exclusive cores from the kubelet's static CPU manager. (Without resources
+/// the operator sizes the pod so.)
+fn pinning_rule() -> serde_json::Value {
+    let quantity = |path: &str| format!("quantity(string(self.resources.{path}))");
+    let equal_when_given = |what: &str| {
+        format!(
+            "(!('{what}' in self.resources.requests) || {}.compareTo({}) == 0)",
+            quantity(&format!("requests['{what}']")),
+            quantity(&format!("limits['{what}']"))
+        )
+    };
+    let rule = format!(
+        "!has(self.cpuAffinity) || !has(self.resources) || \
+         (has(self.resources.limits) && 'cpu' in self.resources.limits && 'memory' in self.resources.limits \
+         && {}.isInteger() \
+         && (!has(self.resources.requests) || ({} && {})))",
+        quantity("limits['cpu']"),
+        equal_when_given("cpu"),
+        equal_when_given("memory"),
+    );
+    serde_json::json!({
+        "rule": rule,
+        "message": "with cpuAffinity, resources.limits must give a whole number of CPUs and the memory, and requests (when given) must equal them: only a Guaranteed pod gets exclusive cores from the kubelet's static CPU manager",
+        "fieldPath": ".resources",
+        "reason": "FieldValueInvalid",
+    })
 }
 
 /// What the operator last saw of a QCluster.
@@ -124,4 +201,67 @@ pub struct QClusterStatus {
     /// The pods' label selector, for the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// One word for the fleet: Working, Idle, Starting, Stopping, Stopped, BrokerUnreachable, Stalled or Paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// One entry per live cluster, from its Stat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ClusterEntry>,
+    /// The fleet's sums, and what waits in the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals: Option<Totals>,
+}
+
+/// One live cluster (pod), as its Stat says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterEntry {
+    /// The pod (the cluster's host name).
+    pub pod: String,
+    /// The node it runs on, when the pod says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The cluster id: the sentinel's process id.
+    pub cluster_id: String,
+    /// Starting, Idle, Working, Stopping or Stopped.
+    pub state: String,
+    /// Worker processes (Pool).
+    pub pool: u64,
+    /// Packages held in memory, not yet started (TQ).
+    pub task_queue: u64,
+    /// Finished tasks not yet saved (RQ).
+    pub result_queue: u64,
+    /// Workers replaced (RC).
+    pub reincarnations: u64,
+    /// Tasks running now.
+    pub running: u64,
+    /// Tasks finished with success since it started.
+    pub successes: u64,
+    /// Tasks finished without success since it started.
+    pub failures: u64,
+    /// When it started: its uptime is now minus this, so the entry changes only when the cluster does.
+    pub started: Time,
+}
+
+/// The fleet's sums over its live clusters, and the broker's queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    /// Live clusters (Stats not expired).
+    pub clusters: u64,
+    /// Worker processes.
+    pub workers: u64,
+    /// Packages waiting in the broker, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
+    /// Packages held in the clusters' memory, not yet started.
+    pub held: u64,
+    /// Tasks running.
+    pub running: u64,
+    /// Tasks finished with success (by the live clusters, since each started).
+    pub successes: u64,
+    /// Tasks finished without success (likewise).
+    pub failures: u64,
+    /// Workers replaced.
+    pub reincarnations: u64,
 }

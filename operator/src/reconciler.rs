@@ -5,31 +5,43 @@
 //! a change, never a crash or a hot loop; an apiserver that fails is retried
 //! after a pause.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, SecretKeySelector, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
-use crate::build::{self, BuildError, Desired, KEY_ENTRY};
+use crate::build::{self, BuildError, Desired, KEY_ENTRY, MANAGED_BY};
+use crate::observe::{self, BrokerProblem, Connections, Observation};
 use crate::qcluster::{QCluster, QClusterStatus};
 
 /// The field manager of everything the operator applies.
-pub const FIELD_MANAGER: &str = "q8s-operator";
+pub const FIELD_MANAGER: &str = build::OPERATOR;
 /// The annotation that stops reconciling a QCluster.
 pub const PAUSED: &str = "q8s.io/paused";
 /// How often a healthy QCluster is looked at again without a change.
 pub const RESYNC: Duration = Duration::from_secs(30);
-/// The pause before trying again after the apiserver failed.
+/// How often the status of a QCluster with live clusters is refreshed from their Stat.
+pub const STAT_REFRESH: Duration = Duration::from_secs(2);
+/// How long a Secret read is used before it is read again.
+pub const SECRET_TTL: Duration = Duration::from_secs(10);
+/// How often an unreachable broker (or its missing Secret) is tried again.
+pub const BROKER_RETRY: Duration = Duration::from_secs(10);
+/// The pause before trying again after the apiserver failed once; it doubles with each failure in a row.
 pub const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
+/// The longest pause between two failing passes.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Why a reconcile failed: the apiserver, to be retried.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +68,83 @@ impl ReconcileError {
     }
 }
 
-/// What every reconcile needs.
+/// What every reconcile needs, and what the operator remembers between passes.
 pub struct Context {
     /// The apiserver.
     pub client: Client,
     /// The worker image when a spec names none.
     pub image: String,
+    /// Open connections to the QClusters' brokers.
+    pub connections: Connections,
+    /// Where events go.
+    pub recorder: Recorder,
+    /// The Deployments the operator manages, as its watch last saw them.
+    pub deployments: Store<Deployment>,
+    memory: Mutex<HashMap<String, Memory>>,
+    secrets: Mutex<HashMap<String, (Option<Secret>, Instant)>>,
+}
+
+/// What the operator remembers of one QCluster.
+#[derive(Debug, Default)]
+struct Memory {
+    /// The fingerprint of what was last applied, and when.
+    applied: Option<(String, Instant)>,
+    /// Passes that failed in a row, for the backoff.
+    failures: u32,
+}
+
+impl Context {
+    /// A context for reconciling through `client`, `image` being the default
+    /// worker image, reading Deployments from `deployments`.
+    pub fn new(client: Client, image: String, deployments: Store<Deployment>) -> Context {
+        let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
+        Context {
+            client,
+            image,
+            connections: Connections::default(),
+            recorder,
+            deployments,
+            memory: Mutex::new(HashMap::new()),
+            secrets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A Secret, read again when the last reading is older than [`SECRET_TTL`]
+    /// or `fresh` is asked for (after the broker it names failed).
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        fresh: bool,
+    ) -> Result<Option<Secret>, ReconcileError> {
+        let key = format!("{namespace}/{name}");
+        let lock = || {
+            self.secrets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if !fresh
+            && let Some((secret, at)) = lock().get(&key)
+            && at.elapsed() < SECRET_TTL
+        {
+            return Ok(secret.clone());
+        }
+        let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await?;
+        let mut secrets = lock();
+        secrets.retain(|_, (_, at)| at.elapsed() < SECRET_TTL);
+        secrets.insert(key, (secret.clone(), Instant::now()));
+        Ok(secret)
+    }
+
+    fn remember<T>(&self, key: &str, change: impl FnOnce(&mut Memory) -> T) -> T {
+        let mut memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(memory.entry(key.to_string()).or_default())
+    }
 }
 
 /// Reconciles every QCluster (in `namespace`, or everywhere) until the process is told to stop.
@@ -73,9 +156,16 @@ pub async fn run(client: Client, image: String, namespace: Option<String>) {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let context = Arc::new(Context { client, image });
+    // Only the Deployments the operator made are watched and kept in memory.
+    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY}={FIELD_MANAGER}"));
+    let (store, writer) = reflector::store();
+    let owned = watcher(deployments, managed)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    let context = Arc::new(Context::new(client, image, store));
     Controller::new(qclusters, watcher::Config::default())
-        .owns(deployments, watcher::Config::default())
+        .owns_stream(owned)
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|outcome| async move {
@@ -86,111 +176,401 @@ pub async fn run(client: Client, image: String, namespace: Option<String>) {
         .await;
 }
 
-fn error_policy(qcluster: Arc<QCluster>, error: &ReconcileError, _: Arc<Context>) -> Action {
+/// After a failure: try again, waiting twice as long each time it fails in a row.
+fn error_policy(qcluster: Arc<QCluster>, error: &ReconcileError, context: Arc<Context>) -> Action {
+    let failures = context.remember(&key_of(&qcluster), |memory| {
+        memory.failures = memory.failures.saturating_add(1);
+        memory.failures
+    });
+    let pause = backoff(failures);
     tracing::error!(
-        qcluster = %qcluster.name_any(),
+        qcluster = %key_of(&qcluster),
         category = error.category(),
-        "reconcile failed, trying again in {RETRY_AFTER_ERROR:?}: {error}"
+        "reconcile failed ({failures} in a row), trying again in {pause:?}: {error}"
     );
-    Action::requeue(RETRY_AFTER_ERROR)
+    Action::requeue(pause)
 }
 
-/// One pass over one QCluster.
+/// The pause after `failures` failed passes in a row: 5 s, doubling, at most [`MAX_BACKOFF`].
+pub fn backoff(failures: u32) -> Duration {
+    RETRY_AFTER_ERROR
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF)
+}
+
+fn key_of(qcluster: &QCluster) -> String {
+    format!(
+        "{}/{}",
+        qcluster.namespace().unwrap_or_default(),
+        qcluster.name_any()
+    )
+}
+
+/// One pass over one QCluster: read → build → apply → observe → status.
 pub async fn reconcile(
     qcluster: Arc<QCluster>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    let action = pass(&qcluster, &context).await?;
+    context.remember(&key_of(&qcluster), |memory| memory.failures = 0);
+    Ok(action)
+}
+
+async fn pass(qcluster: &QCluster, context: &Context) -> Result<Action, ReconcileError> {
     let namespace = qcluster.namespace().unwrap_or_default();
     let name = qcluster.name_any();
     let client = &context.client;
     let generation = qcluster.metadata.generation;
     let old = qcluster.status.clone().unwrap_or_default();
     if qcluster.annotations().get(PAUSED).map(String::as_str) == Some("true") {
-        // Ready and Stalled keep what they last said; only Reconciling changes.
-        let mut conditions: Vec<Condition> = old
-            .conditions
-            .iter()
-            .filter(|c| c.type_ != "Reconciling")
-            .cloned()
-            .collect();
-        conditions.push(condition(
-            &old,
-            "Reconciling",
-            false,
-            "Paused",
-            "the q8s.io/paused annotation is set",
-            generation,
-        ));
-        let status = QClusterStatus {
-            observed_generation: generation,
-            conditions,
-            ..old.clone()
-        };
-        write_status(client, &namespace, &name, &old, status).await?;
+        write_status(client, &namespace, &name, &old, paused(&old, generation)).await?;
         return Ok(Action::await_change());
     }
-    let desired = match build::build(&qcluster, &context.image) {
+    let desired = match build::build(qcluster, &context.image) {
         Ok(desired) => desired,
         Err(error) => {
             // Invalid input waits for a change; it is not retried.
             let status = stalled(&old, &error, generation);
+            if !is_true(&old, "Stalled") {
+                publish(
+                    context,
+                    qcluster,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    &error.to_string(),
+                )
+                .await;
+            }
             write_status(client, &namespace, &name, &old, status).await?;
             return Ok(Action::await_change());
         }
     };
-    ensure_signing_key(client, &namespace, &desired.signing_key_secret).await?;
-    let deployment = apply_all(client, &namespace, desired).await?;
-    let wanted = qcluster.spec.replicas;
-    let ready = deployment
-        .status
+
+    let current = context
+        .deployments
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .map(|deployment| deployment.as_ref().clone());
+    let key = key_of(qcluster);
+    let fingerprint = desired.fingerprint();
+    let deployment = match current {
+        Some(current) if !needs_apply(context, &key, &fingerprint, &current, &desired) => current,
+        current => {
+            ensure_signing_key(client, &namespace, &desired.signing_key_secret).await?;
+            announce_changes(context, qcluster, current.as_ref(), &desired).await;
+            let applied = apply_all(client, &namespace, &desired).await?;
+            context.remember(&key, |memory| {
+                memory.applied = Some((fingerprint, Instant::now()));
+            });
+            applied
+        }
+    };
+
+    let failed_before = is_false(&old, "BrokerReachable");
+    let observed = observe(
+        context,
+        &namespace,
+        qcluster,
+        &desired.config,
+        failed_before,
+    )
+    .await?;
+    let status = fleet_status(&old, qcluster, &deployment, &observed);
+    match (&observed, failed_before) {
+        (Err(problem), false) => {
+            publish(
+                context,
+                qcluster,
+                EventType::Warning,
+                problem.reason(),
+                &problem.to_string(),
+            )
+            .await;
+        }
+        (Ok(_), true) => {
+            publish(
+                context,
+                qcluster,
+                EventType::Normal,
+                "BrokerReachable",
+                "the broker answers again",
+            )
+            .await;
+        }
+        _ => {}
+    }
+    // A queue that is worked, or has clusters, is watched every few seconds;
+    // one scaled to nothing only on a change or a resync.
+    let watched = qcluster.spec.replicas > 0 || !status.clusters.is_empty();
+    write_status(client, &namespace, &name, &old, status).await?;
+    Ok(match observed {
+        Err(_) => Action::requeue(BROKER_RETRY),
+        Ok(_) if watched => Action::requeue(STAT_REFRESH),
+        Ok(_) => Action::requeue(RESYNC),
+    })
+}
+
+/// Whether what a QCluster owns must be applied: it changed, the Deployment
+/// differs from it, or the last apply is older than [`RESYNC`] (others may
+/// have edited an object).
+fn needs_apply(
+    context: &Context,
+    key: &str,
+    fingerprint: &str,
+    current: &Deployment,
+    desired: &Desired,
+) -> bool {
+    let applied = context.remember(key, |memory| memory.applied.clone());
+    let fresh = applied.is_some_and(|(last, at)| last == fingerprint && at.elapsed() < RESYNC);
+    !fresh
+        || build::template_hash_of(current) != desired.template_hash()
+        || current.spec.as_ref().and_then(|spec| spec.replicas)
+            != desired
+                .deployment
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.replicas)
+}
+
+/// Events for what applying `desired` over `current` changes: a scale, a rollout.
+async fn announce_changes(
+    context: &Context,
+    qcluster: &QCluster,
+    current: Option<&Deployment>,
+    desired: &Desired,
+) {
+    let Some(current) = current else {
+        return;
+    };
+    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|spec| spec.replicas);
+    if let (Some(from), Some(to)) = (replicas(current), replicas(&desired.deployment))
+        && from != to
+    {
+        publish(
+            context,
+            qcluster,
+            EventType::Normal,
+            "Scaled",
+            &format!("from {from} to {to} clusters"),
+        )
+        .await;
+    }
+    if build::template_hash_of(current).is_some()
+        && build::template_hash_of(current) != desired.template_hash()
+    {
+        publish(
+            context,
+            qcluster,
+            EventType::Normal,
+            "RollingOut",
+            "the pods' template changed (q8s.toml, image or pod settings): new clusters replace the old one by one",
+        )
+        .await;
+    }
+}
+
+/// Reads the broker (and store) URLs from their Secrets and what the broker
+/// says; the inner error is a condition, the outer one the apiserver failing.
+async fn observe(
+    context: &Context,
+    namespace: &str,
+    qcluster: &QCluster,
+    pods: &q8s::Config,
+    fresh: bool,
+) -> Result<Result<Observation, BrokerProblem>, ReconcileError> {
+    let secret_text = |selector, what| secret_text(context, namespace, selector, what, fresh);
+    let broker = match secret_text(&qcluster.spec.broker, "broker").await? {
+        Ok(url) => url,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    let store = match &qcluster.spec.store {
+        Some(selector) => match secret_text(selector, "store").await? {
+            Ok(url) => Some(url),
+            Err(problem) => return Ok(Err(problem)),
+        },
+        None => None,
+    };
+    let config = q8s::Config {
+        broker,
+        store,
+        ..pods.clone()
+    };
+    Ok(context.connections.observe(&config).await)
+}
+
+/// The text a Secret holds under a key, trimmed; a missing Secret or key is a problem to report.
+async fn secret_text(
+    context: &Context,
+    namespace: &str,
+    selector: &SecretKeySelector,
+    what: &'static str,
+    fresh: bool,
+) -> Result<Result<String, BrokerProblem>, ReconcileError> {
+    let Some(secret) = context.secret(namespace, &selector.name, fresh).await? else {
+        return Ok(Err(BrokerProblem::SecretNotFound {
+            secret: selector.name.clone(),
+            key: selector.key.clone(),
+            what,
+        }));
+    };
+    let Some(bytes) = secret
+        .data
         .as_ref()
-        .and_then(|status| status.ready_replicas)
-        .unwrap_or(0);
-    let all_ready = ready >= wanted;
-    let (reason, message) = if all_ready {
+        .and_then(|data| data.get(&selector.key))
+    else {
+        return Ok(Err(BrokerProblem::KeyMissing {
+            secret: selector.name.clone(),
+            key: selector.key.clone(),
+            what,
+        }));
+    };
+    Ok(match std::str::from_utf8(&bytes.0) {
+        Ok(text) => Ok(text.trim().to_string()),
+        Err(_) => Err(BrokerProblem::Unusable(format!(
+            "the key {} of Secret {} is not text; it must hold the {what}'s URL",
+            selector.key, selector.name
+        ))),
+    })
+}
+
+/// The status of a QCluster whose spec builds: its Deployment's progress and what its broker says.
+pub fn fleet_status(
+    old: &QClusterStatus,
+    qcluster: &QCluster,
+    deployment: &Deployment,
+    observed: &Result<Observation, BrokerProblem>,
+) -> QClusterStatus {
+    let generation = qcluster.metadata.generation;
+    let wanted = qcluster.spec.replicas;
+    let progress = deployment.status.clone().unwrap_or_default();
+    let ready = progress.ready_replicas.unwrap_or(0);
+    let updated = progress.updated_replicas.unwrap_or(0);
+    let seen = progress.observed_generation >= deployment.metadata.generation;
+    let rolled = seen && updated >= wanted && progress.replicas.unwrap_or(0) <= wanted;
+    let (pods_ready, reason, message) = if !rolled {
         (
-            "ClustersReady",
+            false,
+            "RollingOut",
+            format!("{updated} of {wanted} clusters run the current template"),
+        )
+    } else if ready < wanted {
+        (
+            false,
+            "ClustersStarting",
             format!("{ready} of {wanted} clusters ready"),
         )
     } else {
         (
-            "ClustersStarting",
+            true,
+            "ClustersReady",
             format!("{ready} of {wanted} clusters ready"),
         )
     };
-    let status = QClusterStatus {
+    let (reachable, entries, totals, state) = match observed {
+        Ok(observation) => {
+            let (entries, totals) =
+                observe::entries_and_totals(&observation.stats, Some(observation.queued));
+            let message = observation
+                .no_board
+                .clone()
+                .unwrap_or_else(|| "the broker and the clusters' Stat board answer".into());
+            (
+                condition(
+                    old,
+                    "BrokerReachable",
+                    true,
+                    "BrokerAnswers",
+                    &message,
+                    generation,
+                ),
+                entries,
+                Some(totals),
+                observe::fleet_state(&observation.stats, wanted),
+            )
+        }
+        Err(problem) => (
+            condition(
+                old,
+                "BrokerReachable",
+                false,
+                problem.reason(),
+                &problem.to_string(),
+                generation,
+            ),
+            Vec::new(),
+            None,
+            "BrokerUnreachable",
+        ),
+    };
+    let ready_condition = match observed {
+        Err(problem) if pods_ready => condition(
+            old,
+            "Ready",
+            false,
+            problem.reason(),
+            &problem.to_string(),
+            generation,
+        ),
+        _ => condition(old, "Ready", pods_ready, reason, &message, generation),
+    };
+    QClusterStatus {
         observed_generation: generation,
         conditions: vec![
-            condition(&old, "Ready", all_ready, reason, &message, generation),
+            ready_condition,
             condition(
-                &old,
+                old,
                 "Reconciling",
-                !all_ready,
+                !pods_ready,
                 reason,
                 &message,
                 generation,
             ),
             condition(
-                &old,
+                old,
                 "Stalled",
                 false,
                 "SpecValid",
                 "the spec builds",
                 generation,
             ),
+            reachable,
         ],
         replicas: Some(wanted),
         ready_replicas: Some(ready),
         selector: Some(
-            build::selector_labels(&name)
+            build::selector_labels(&qcluster.name_any())
                 .iter()
                 .map(|(key, value)| format!("{key}={value}"))
                 .collect::<Vec<_>>()
                 .join(","),
         ),
-    };
-    write_status(client, &namespace, &name, &old, status).await?;
-    Ok(Action::requeue(RESYNC))
+        state: Some(state.into()),
+        clusters: entries,
+        totals,
+    }
+}
+
+fn paused(old: &QClusterStatus, generation: Option<i64>) -> QClusterStatus {
+    // Ready, Stalled and BrokerReachable keep what they last said; only Reconciling changes.
+    let mut conditions: Vec<Condition> = old
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != "Reconciling")
+        .cloned()
+        .collect();
+    conditions.push(condition(
+        old,
+        "Reconciling",
+        false,
+        "Paused",
+        "the q8s.io/paused annotation is set",
+        generation,
+    ));
+    QClusterStatus {
+        observed_generation: generation,
+        conditions,
+        state: Some("Paused".into()),
+        ..old.clone()
+    }
 }
 
 fn stalled(old: &QClusterStatus, error: &BuildError, generation: Option<i64>) -> QClusterStatus {
@@ -209,7 +589,46 @@ fn stalled(old: &QClusterStatus, error: &BuildError, generation: Option<i64>) ->
             ),
             condition(old, "Stalled", true, error.reason(), &message, generation),
         ],
+        state: Some("Stalled".into()),
         ..old.clone()
+    }
+}
+
+fn is_true(status: &QClusterStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+fn is_false(status: &QClusterStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "False")
+}
+
+/// Publishes an event about `qcluster`; an event that cannot be written is logged, never fatal.
+async fn publish(
+    context: &Context,
+    qcluster: &QCluster,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = context
+        .recorder
+        .publish(&event, &qcluster.object_ref(&()))
+        .await
+    {
+        tracing::warn!(qcluster = %key_of(qcluster), "cannot publish the {reason} event: {error}");
     }
 }
 
@@ -282,13 +701,7 @@ async fn ensure_signing_key(
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
-            labels: Some(
-                [(
-                    "app.kubernetes.io/managed-by".to_string(),
-                    FIELD_MANAGER.to_string(),
-                )]
-                .into(),
-            ),
+            labels: Some([(MANAGED_BY.to_string(), FIELD_MANAGER.to_string())].into()),
             ..ObjectMeta::default()
         },
         string_data: Some([(KEY_ENTRY.to_string(), format!("{hex}\n"))].into()),
@@ -306,7 +719,7 @@ async fn ensure_signing_key(
 async fn apply_all(
     client: &Client,
     namespace: &str,
-    desired: Desired,
+    desired: &Desired,
 ) -> Result<Deployment, ReconcileError> {
     let Desired {
         config_map,
@@ -317,24 +730,32 @@ async fn apply_all(
     } = desired;
     apply(
         &Api::<ConfigMap>::namespaced(client.clone(), namespace),
-        &config_map,
+        config_map,
     )
     .await?;
     apply(
         &Api::<Service>::namespaced(client.clone(), namespace),
-        &service,
+        service,
     )
     .await?;
-    if let Some(budget) = &disruption_budget {
-        apply(
-            &Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace),
-            budget,
-        )
-        .await?;
+    let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
+    match disruption_budget {
+        Some(budget) => {
+            apply(&budgets, budget).await?;
+        }
+        // Scaled down to one cluster: a budget would block draining its node.
+        None => match budgets
+            .delete(&deployment.name_any(), &Default::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        },
     }
     apply(
         &Api::<Deployment>::namespaced(client.clone(), namespace),
-        &deployment,
+        deployment,
     )
     .await
 }

@@ -73,6 +73,10 @@ pub struct Metrics {
     pub task_duration: Family<FuncLabel, Histogram, fn() -> Histogram>,
     /// Seconds from enqueue to start.
     pub task_wait: Histogram,
+    /// Tasks finished with success, for Stat (exposed by `tasks_finished`).
+    pub successes: Counter,
+    /// Tasks finished without success, for Stat (exposed by `tasks_finished`).
+    pub failures: Counter,
 }
 
 impl Metrics {
@@ -156,6 +160,8 @@ impl Metrics {
             workers,
             task_duration,
             task_wait,
+            successes: Counter::default(),
+            failures: Counter::default(),
         }
     }
 
@@ -170,6 +176,11 @@ impl Metrics {
 
     /// A finished task, counted by function and outcome.
     pub fn finished(&self, func: &str, outcome: &str) {
+        if outcome == "success" {
+            self.successes.inc();
+        } else {
+            self.failures.inc();
+        }
         self.tasks_finished
             .get_or_create(&OutcomeLabels {
                 func: func.to_string(),

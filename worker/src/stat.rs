@@ -156,7 +156,22 @@ pub struct Stat {
     pub monitor: u32,
     /// The cluster's queue_limit.
     pub queue_limit: u64,
+    /// Tasks running in workers now.
+    #[serde(default)]
+    pub running: u64,
+    /// Tasks finished with success since the time of birth.
+    #[serde(default)]
+    pub successes: u64,
+    /// Tasks finished without success since the time of birth.
+    #[serde(default)]
+    pub failures: u64,
+    /// The node the cluster runs on, when it knows ([`NODE_VAR`]: on Kubernetes, the pod's node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
+
+/// The variable naming the node a cluster runs on; the operator's pods set it from `spec.nodeName`.
+pub const NODE_VAR: &str = "Q8S_NODE_NAME";
 
 /// Host name of this machine, or `localhost` when it cannot be read.
 pub fn host_name() -> String {
@@ -202,5 +217,21 @@ impl Stat {
             .await?
             .into_iter()
             .find(|stat| stat.cluster_id == cluster_id || stat.key() == cluster_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_published_before_the_newer_fields_still_reads() {
+        let old = r#"{"cluster_id":"17","host":"orion","name":"default","state":"Idle","workers":[18,19],
+            "task_queue":0,"result_queue":0,"reincarnations":1,"tob":"2026-11-30T10:00:00Z",
+            "timestamp":"2026-11-30T10:00:03Z","sentinel":17,"pusher":17,"monitor":17,"queue_limit":4}"#;
+        let stat: Stat = serde_json::from_str(old).expect("an old Stat reads");
+        assert_eq!((stat.running, stat.successes, stat.failures), (0, 0, 0));
+        assert_eq!(stat.node, None);
+        assert_eq!(stat.uptime(), 3.0);
     }
 }

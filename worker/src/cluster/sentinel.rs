@@ -150,6 +150,9 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
         host: crate::stat::host_name(),
         tob,
         sentinel: sentinel_pid,
+        node: std::env::var(crate::stat::NODE_VAR)
+            .ok()
+            .filter(|node| !node.is_empty()),
     };
     let publisher = tokio::spawn(stat::publish_every_interval(
         Arc::clone(&shared),

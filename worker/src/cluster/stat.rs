@@ -19,6 +19,8 @@ pub struct StatIdentity {
     pub tob: chrono::DateTime<Utc>,
     /// The sentinel's pid.
     pub sentinel: u32,
+    /// The node, from [`crate::stat::NODE_VAR`].
+    pub node: Option<String>,
 }
 
 /// The cluster's Stat now; `state` counts only when it is `Stopped`.
@@ -48,6 +50,10 @@ pub fn stat_of(
         pusher: identity.sentinel,
         monitor: identity.sentinel,
         queue_limit: shared.config.queue_limit() as u64,
+        running: progress.running.load(Ordering::SeqCst) as u64,
+        successes: metrics.successes.get(),
+        failures: metrics.failures.get(),
+        node: identity.node.clone(),
     }
     .with_progress(progress)
 }

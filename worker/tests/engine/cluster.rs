@@ -393,7 +393,7 @@ async fn timeout_kills_only_the_task_that_overran() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recycle_and_max_rss_replace_workers_and_stat_counts_them() {
+async fn recycle_and_max_rss_replace_workers_and_stat_counts_them_and_the_finished_tasks() {
     for db in databases().await {
         let settings = ["workers=1", "recycle=5", "max_rss=60000", "save_limit=0"];
         let client = client(&db, &settings).await;
@@ -421,6 +421,12 @@ async fn recycle_and_max_rss_replace_workers_and_stat_counts_them() {
             "{}: {} reincarnations",
             db.label,
             stat.reincarnations
+        );
+        assert_eq!(
+            (stat.successes + stat.failures, stat.running),
+            (21, 0),
+            "{}: every finished task is counted, none runs",
+            db.label
         );
     }
 }
