@@ -1,13 +1,18 @@
-//! The q8s operator: QCluster resources, their schema and, next, their reconciler.
+//! The q8s operator: QCluster resources, their schema, their reconciler, and the process that runs it.
 //!
 //! The CRD is generated from the Rust types ([`crds`]); the engine's cluster
 //! options reach it from the engine's one declaration ([`options`]).
 
 pub mod build;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod observe;
 pub mod options;
 pub mod qcluster;
+pub mod rbac;
 pub mod reconciler;
+pub mod run;
 
 pub use qcluster::{QCluster, QClusterSpec, QClusterStatus};
 
@@ -30,20 +35,26 @@ pub fn crds() -> Result<String, serde_yaml_ng::Error> {
     Ok(out)
 }
 
+/// Compares a generated file with its committed copy; `Q8S_BLESS=1` rewrites the copy.
+#[cfg(test)]
+pub(crate) fn assert_generated(path: &str, generated: &str, regenerate: &str) {
+    if std::env::var_os("Q8S_BLESS").is_some() {
+        std::fs::write(path, generated).expect("write the generated file");
+        return;
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{path} drifted from its declaration: run Q8S_BLESS=1 cargo test -p q8s-operator, or {regenerate}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_committed_crds_are_generated_from_the_types() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/q8s.io.yaml");
         let generated = super::crds().expect("the CRDs render");
-        if std::env::var_os("Q8S_BLESS").is_some() {
-            std::fs::write(path, &generated).expect("write crds/");
-            return;
-        }
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "crds/q8s.io.yaml drifted from the Rust types: run Q8S_BLESS=1 cargo test -p q8s-operator, or q8s-operator crds > crds/q8s.io.yaml"
-        );
+        super::assert_generated(path, &generated, "q8s-operator crds > crds/q8s.io.yaml");
     }
 }

@@ -27,10 +27,6 @@ pub const OWNED_BY_THE_OPERATOR: &[(&str, &str)] = &[
         "a cluster never runs tasks in the enqueuing process",
     ),
     ("cache", "Django's cache name; no effect in q8s"),
-    (
-        "cached",
-        "true-or-seconds has no structural schema; set per task for now",
-    ),
     ("error_reporter", "not built yet"),
 ];
 
@@ -72,8 +68,18 @@ pub fn option_schemas() -> Map<String, Value> {
     properties
 }
 
-/// JSON Schema's numeric `exclusiveMinimum`/`exclusiveMaximum` as OpenAPI v3's booleans.
+/// JSON Schema's numeric `exclusiveMinimum`/`exclusiveMaximum` as OpenAPI v3's
+/// booleans; a choice of types (`cached`: true or seconds), which a structural
+/// schema cannot state, as any value.
 fn structural(mut schema: Value) -> Value {
+    if let Some(object) = schema.as_object_mut()
+        && object.remove("anyOf").is_some()
+    {
+        // CEL cannot see an untyped field: the engine's parser judges it when
+        // the reconciler builds, and a bad value stalls the QCluster naming it.
+        object.insert("x-kubernetes-preserve-unknown-fields".into(), true.into());
+        return schema;
+    }
     if let Some(object) = schema.as_object_mut() {
         for (exclusive, bound) in [
             ("exclusiveMinimum", "minimum"),

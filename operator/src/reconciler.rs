@@ -23,6 +23,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::build::{self, BuildError, Desired, KEY_ENTRY, MANAGED_BY};
+use crate::metrics::Telemetry;
 use crate::observe::{self, BrokerProblem, Connections, Observation};
 use crate::qcluster::{QCluster, QClusterStatus};
 
@@ -80,6 +81,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The Deployments the operator manages, as its watch last saw them.
     pub deployments: Store<Deployment>,
+    /// Metrics and health.
+    pub telemetry: Arc<Telemetry>,
     memory: Mutex<HashMap<String, Memory>>,
     secrets: Mutex<HashMap<String, (Option<Secret>, Instant)>>,
 }
@@ -96,7 +99,12 @@ struct Memory {
 impl Context {
     /// A context for reconciling through `client`, `image` being the default
     /// worker image, reading Deployments from `deployments`.
-    pub fn new(client: Client, image: String, deployments: Store<Deployment>) -> Context {
+    pub fn new(
+        client: Client,
+        image: String,
+        deployments: Store<Deployment>,
+        telemetry: Arc<Telemetry>,
+    ) -> Context {
         let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
         Context {
             client,
@@ -104,6 +112,7 @@ impl Context {
             connections: Connections::default(),
             recorder,
             deployments,
+            telemetry,
             memory: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
         }
@@ -147,8 +156,13 @@ impl Context {
     }
 }
 
-/// Reconciles every QCluster (in `namespace`, or everywhere) until the process is told to stop.
-pub async fn run(client: Client, image: String, namespace: Option<String>) {
+/// Reconciles every QCluster (in `namespace`, or everywhere) until the future is dropped.
+pub async fn run(
+    client: Client,
+    image: String,
+    namespace: Option<String>,
+    telemetry: Arc<Telemetry>,
+) {
     let (qclusters, deployments) = match &namespace {
         Some(namespace) => (
             Api::<QCluster>::namespaced(client.clone(), namespace),
@@ -163,10 +177,11 @@ pub async fn run(client: Client, image: String, namespace: Option<String>) {
         .default_backoff()
         .reflect(writer)
         .touched_objects();
-    let context = Arc::new(Context::new(client, image, store));
-    Controller::new(qclusters, watcher::Config::default())
+    let context = Arc::new(Context::new(client, image, store, telemetry.clone()));
+    let controller = Controller::new(qclusters, watcher::Config::default());
+    telemetry.watching(controller.store());
+    controller
         .owns_stream(owned)
-        .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|outcome| async move {
             if let Err(error) = outcome {
@@ -183,6 +198,10 @@ fn error_policy(qcluster: Arc<QCluster>, error: &ReconcileError, context: Arc<Co
         memory.failures
     });
     let pause = backoff(failures);
+    context.telemetry.metrics.failed(error.category());
+    if matches!(error, ReconcileError::Kube(_)) {
+        context.telemetry.set_apiserver(false);
+    }
     tracing::error!(
         qcluster = %key_of(&qcluster),
         category = error.category(),
@@ -211,12 +230,22 @@ pub async fn reconcile(
     qcluster: Arc<QCluster>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let action = pass(&qcluster, &context).await?;
+    let started = Instant::now();
+    let outcome = pass(&qcluster, &context).await;
+    let metrics = &context.telemetry.metrics;
+    metrics.duration.observe(started.elapsed().as_secs_f64());
+    let (action, outcome) = outcome?;
+    metrics.reconciled(outcome);
+    context.telemetry.set_apiserver(true);
     context.remember(&key_of(&qcluster), |memory| memory.failures = 0);
     Ok(action)
 }
 
-async fn pass(qcluster: &QCluster, context: &Context) -> Result<Action, ReconcileError> {
+/// One pass; the action and the outcome it counts as.
+async fn pass(
+    qcluster: &QCluster,
+    context: &Context,
+) -> Result<(Action, &'static str), ReconcileError> {
     let namespace = qcluster.namespace().unwrap_or_default();
     let name = qcluster.name_any();
     let client = &context.client;
@@ -224,7 +253,7 @@ async fn pass(qcluster: &QCluster, context: &Context) -> Result<Action, Reconcil
     let old = qcluster.status.clone().unwrap_or_default();
     if qcluster.annotations().get(PAUSED).map(String::as_str) == Some("true") {
         write_status(client, &namespace, &name, &old, paused(&old, generation)).await?;
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), "paused"));
     }
     let desired = match build::build(qcluster, &context.image) {
         Ok(desired) => desired,
@@ -242,7 +271,7 @@ async fn pass(qcluster: &QCluster, context: &Context) -> Result<Action, Reconcil
                 .await;
             }
             write_status(client, &namespace, &name, &old, status).await?;
-            return Ok(Action::await_change());
+            return Ok((Action::await_change(), "stalled"));
         }
     };
 
@@ -301,11 +330,16 @@ async fn pass(qcluster: &QCluster, context: &Context) -> Result<Action, Reconcil
     // A queue that is worked, or has clusters, is watched every few seconds;
     // one scaled to nothing only on a change or a resync.
     let watched = qcluster.spec.replicas > 0 || !status.clusters.is_empty();
+    let outcome = if is_true(&status, "Ready") {
+        "ready"
+    } else {
+        "progressing"
+    };
     write_status(client, &namespace, &name, &old, status).await?;
     Ok(match observed {
-        Err(_) => Action::requeue(BROKER_RETRY),
-        Ok(_) if watched => Action::requeue(STAT_REFRESH),
-        Ok(_) => Action::requeue(RESYNC),
+        Err(_) => (Action::requeue(BROKER_RETRY), "broker_unreachable"),
+        Ok(_) if watched => (Action::requeue(STAT_REFRESH), outcome),
+        Ok(_) => (Action::requeue(RESYNC), outcome),
     })
 }
 

@@ -1,6 +1,8 @@
 //! The operator on the test bed's real kube-apiserver and controller-manager.
 
+mod leader;
 mod pod;
+mod rbac;
 mod reconcile;
 mod schema;
 mod status;

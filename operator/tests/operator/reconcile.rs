@@ -10,7 +10,7 @@ use crate::support::{install, qcluster, text};
 /// made once and kept, and a spec the engine refuses stalls with its reason.
 #[tokio::test]
 async fn a_qcluster_is_reconciled_into_its_objects_and_a_bad_spec_stalls() {
-    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
     use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
     use kube::Api;
     use q8s_testbed::eventually;
@@ -25,6 +25,7 @@ async fn a_qcluster_is_reconciled_into_its_objects_and_a_bad_spec_stalls() {
         client.clone(),
         "q8s-worker:test".into(),
         Some(namespace.clone()),
+        Default::default(),
     ));
     let apply = |yaml: String| {
         let output = bed.kubectl(&["apply", "-f", "-"], Some(&yaml));
@@ -118,6 +119,28 @@ async fn a_qcluster_is_reconciled_into_its_objects_and_a_bad_spec_stalls() {
             .ok_or_else(|| "the same template".to_string())
     })
     .await;
+    // The controller-manager rolls it: a second ReplicaSet of the Deployment.
+    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), &namespace);
+    eventually("a new ReplicaSet", || async {
+        let owned = replica_sets
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .filter(|rs| {
+                rs.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|owner| owner.kind == "Deployment" && owner.name == "reports")
+            })
+            .count();
+        (owned >= 2)
+            .then_some(())
+            .ok_or(format!("{owned} ReplicaSets"))
+    })
+    .await;
     let kept = secrets.get("reports-signing-key").await.expect("the key");
     assert_eq!(kept.data, key.data, "the signing key is never overwritten");
 
@@ -164,5 +187,18 @@ async fn a_qcluster_is_reconciled_into_its_objects_and_a_bad_spec_stalls() {
         deployments.get_opt("unsized").await.expect("get").is_none(),
         "a stalled QCluster owns nothing"
     );
+    // A value of a type the schema cannot check: the engine names the option.
+    apply(qcluster(&namespace, "cached", "  cached: soon\n"));
+    eventually("Stalled naming cached", || async {
+        let qcluster = qclusters.get("cached").await.map_err(|e| e.to_string())?;
+        let status = qcluster.status.unwrap_or_default();
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.message.contains("cached"))
+            .then_some(())
+            .ok_or(format!("{:?}", status.conditions))
+    })
+    .await;
     operator.abort();
 }

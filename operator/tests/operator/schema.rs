@@ -47,6 +47,21 @@ async fn apply_refuses_what_the_engine_refuses_naming_the_field() {
         stderr.contains("spec.retry") && stderr.contains("receiptMargin"),
         "{stderr}"
     );
+    // `cached` is true or seconds: a choice of types the schema lets through
+    // (the reconciler's build judges it; see the reconcile test).
+    for good in ["true", "60"] {
+        let output = dry_run(qcluster(
+            &namespace,
+            "cached",
+            &format!("  cached: {good}\n"),
+        ));
+        assert!(
+            output.status.success(),
+            "cached: {good}: {:?}",
+            text(&output)
+        );
+    }
+
     // Pinning with given resources: whole CPUs, requests equal to limits.
     let pinned = |name: &str, resources: &str| {
         dry_run(qcluster(

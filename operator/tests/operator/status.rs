@@ -10,7 +10,7 @@ use q8s_operator::QCluster;
 use q8s_testbed::{Testbed, eventually};
 
 use crate::pod::{NODE, Pod};
-use crate::support::{install, kubectl, qcluster};
+use crate::support::{events, install, kubectl, qcluster};
 
 /// The Redis of the test run, or `None` when none is configured and none is required.
 fn redis_url() -> Option<String> {
@@ -95,6 +95,7 @@ async fn the_status_comes_from_the_clusters_the_pod_template_runs_and_follows_sc
         client.clone(),
         "q8s-worker:test".into(),
         Some(namespace.clone()),
+        Default::default(),
     ));
     set_broker_secret(&bed, &namespace, &redis);
     // The test bed's Redis is shared: the queue is named after the namespace.
@@ -199,22 +200,7 @@ async fn the_status_comes_from_the_clusters_the_pod_template_runs_and_follows_sc
             .ok_or(format!("{replicas:?}"))
     })
     .await;
-    let events = |reason: &str| {
-        kubectl(
-            &bed,
-            &[
-                "get",
-                "events",
-                "-n",
-                &namespace,
-                "--field-selector",
-                &format!("reason={reason}"),
-                "-o",
-                "name",
-            ],
-            None,
-        )
-    };
+    let events = |reason: &str| events(&bed, &namespace, reason);
     eventually("a Scaled event", || async {
         let found = events("Scaled");
         (!found.is_empty()).then_some(()).ok_or(found)

@@ -54,3 +54,94 @@ pub fn kubectl(bed: &Testbed, args: &[&str], stdin: Option<&str>) -> String {
     );
     text(&output).0
 }
+
+/// The names of the events in `namespace` with `reason` (empty when there are none).
+pub fn events(bed: &Testbed, namespace: &str, reason: &str) -> String {
+    kubectl(
+        bed,
+        &[
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            &format!("reason={reason}"),
+            "-o",
+            "name",
+        ],
+        None,
+    )
+}
+
+/// An operator replica running in this test process.
+pub struct Replica {
+    /// Its counters and health.
+    pub telemetry: std::sync::Arc<q8s_operator::metrics::Telemetry>,
+    /// Its name in the election.
+    pub identity: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Replica {
+    /// Starts a replica reconciling `namespace`'s QClusters, its Lease there too.
+    pub fn start(
+        client: kube::Client,
+        namespace: &str,
+        lease_duration: std::time::Duration,
+        http: Option<std::net::SocketAddr>,
+    ) -> Replica {
+        let mut settings = q8s_operator::run::Settings::new(&client, "q8s-worker:test".into());
+        settings.namespace = Some(namespace.into());
+        settings.lease_namespace = namespace.into();
+        settings.lease_duration = lease_duration;
+        settings.http = http;
+        let identity = settings.identity.clone();
+        let telemetry = std::sync::Arc::new(q8s_operator::metrics::Telemetry::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let telemetry = telemetry.clone();
+            async move {
+                let stopped = async {
+                    let _ = stopped.await;
+                };
+                q8s_operator::run::run(client, settings, telemetry, stopped)
+                    .await
+                    .expect("the operator runs");
+            }
+        });
+        Replica {
+            telemetry,
+            identity,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Whether it leads now.
+    pub fn leads(&self) -> bool {
+        self.telemetry.metrics.leader.get() == 1
+    }
+
+    /// Stops it as SIGTERM would, and waits until it has given up its Lease.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Ends it at once, as kill -9 would: the Lease is not given up.
+    pub fn kill(self) {
+        self.task.abort();
+        // A dead replica leads nothing, whatever its last gauge said.
+        self.telemetry.metrics.leader.set(0);
+    }
+}
+
+/// The value of an OpenMetrics sample (its name and labels as written), or 0.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -18,7 +18,9 @@
 //! q8s:{q}:deliveries  hash id -> deliveries so far
 //! q8s:{q}:inflight    sorted set id -> receipt deadline (ms since the epoch)
 //! q8s:{q}:wake        a token list an idle cluster blocks on
-//! q8s:stat:HOST/PID   each cluster's Stat, expiring (any cluster name)
+//! q8s:{q}:stat:HOST/PID  each cluster's Stat, expiring
+//! q8s:{q}:stats       set of the Stat keys of the queue's clusters (an index, so a
+//!                     reader never scans the keyspace)
 //! q8s:result:ID       a cached result (`cached`), expiring as asked
 //! q8s:group:GROUP     ids of a group's cached results
 //! ```
@@ -70,6 +72,17 @@ return out
 
 /// Stores packages and queues their ids in one step; ARGV holds (package, timeout or "") pairs.
 /// Returns the first id; the others follow it.
+/// Puts a Stat (KEYS[1], ARGV[1]) with its expiry in ms (ARGV[2]) and indexes
+/// it in the queue's set (KEYS[2]), which lives as long as its longest-lived Stat.
+const PUT_STAT: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[1])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 0
+";
+
 const ENQUEUE: &str = r"
 local seq, packages, timeouts, waiting, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local count = #ARGV / 2
@@ -135,8 +148,6 @@ const RESULT_PREFIX: &str = "q8s:result:";
 const GROUP_PREFIX: &str = "q8s:group:";
 
 /// Prefix of the keys clusters publish their Stat under (every cluster name).
-const STAT_PREFIX: &str = "q8s:stat:";
-
 /// Packages enqueued or acknowledged per script call.
 const ACK_CHUNK: usize = 500;
 
@@ -150,6 +161,7 @@ pub struct RedisBroker {
     clock: Clock,
     location: String,
     enqueue: Script,
+    put_stat: Script,
     dequeue: Script,
     remove: Script,
     release: Script,
@@ -172,6 +184,8 @@ struct Keys {
     deliveries: String,
     inflight: String,
     wake: String,
+    stat_prefix: String,
+    stats: String,
 }
 
 impl Keys {
@@ -185,6 +199,8 @@ impl Keys {
             deliveries: key("deliveries"),
             inflight: key("inflight"),
             wake: key("wake"),
+            stat_prefix: key("stat:"),
+            stats: key("stats"),
         }
     }
 
@@ -240,6 +256,7 @@ impl RedisBroker {
             clock,
             location: crate::config::redact(url),
             enqueue: Script::new(ENQUEUE),
+            put_stat: Script::new(PUT_STAT),
             dequeue: Script::new(DEQUEUE),
             remove: Script::new(REMOVE),
             release: Script::new(RELEASE),
@@ -490,9 +507,15 @@ impl Broker for RedisBroker {
 impl StatBoard for RedisBroker {
     async fn put(&self, key: &str, stat: &str, ttl: Duration) -> Result<(), StatError> {
         let mut connection = self.connection.clone();
-        let seconds = ttl.as_secs().max(1);
-        let () = connection
-            .set_ex(format!("{STAT_PREFIX}{key}"), stat, seconds)
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1000);
+        let stat_key = format!("{}{key}", self.keys.stat_prefix);
+        let _: i64 = self
+            .put_stat
+            .key(&stat_key)
+            .key(&self.keys.stats)
+            .arg(stat)
+            .arg(millis)
+            .invoke_async(&mut connection)
             .await
             .map_err(redis_error)?;
         Ok(())
@@ -500,30 +523,26 @@ impl StatBoard for RedisBroker {
 
     async fn live(&self) -> Result<Vec<String>, StatError> {
         let mut connection = self.connection.clone();
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{STAT_PREFIX}*"))
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut connection)
-                .await
-                .map_err(redis_error)?;
-            keys.extend(batch);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+        let mut keys: Vec<String> = connection
+            .smembers(&self.keys.stats)
+            .await
+            .map_err(redis_error)?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         keys.sort();
-        let values: Vec<Option<String>> = connection.mget(keys).await.map_err(redis_error)?;
-        // A Stat may expire between SCAN and MGET.
+        let values: Vec<Option<String>> = connection.mget(&keys).await.map_err(redis_error)?;
+        let expired: Vec<&String> = keys
+            .iter()
+            .zip(&values)
+            .filter_map(|(key, value)| value.is_none().then_some(key))
+            .collect();
+        if !expired.is_empty() {
+            let () = connection
+                .srem(&self.keys.stats, expired)
+                .await
+                .map_err(redis_error)?;
+        }
         Ok(values.into_iter().flatten().collect())
     }
 }

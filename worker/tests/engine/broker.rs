@@ -522,3 +522,65 @@ async fn sqs_refuses_a_package_over_its_message_limit_before_sending() {
     );
     broker.delete_queue().await.expect("delete queue");
 }
+
+/// The Redis Stat board is the queue's, as the seed keys it: a reader sees its
+/// own queue's clusters only, found through an index (no keyspace scan), and
+/// an expired Stat leaves the index.
+#[tokio::test]
+async fn redis_stat_board_holds_one_queues_clusters_and_forgets_expired_ones() {
+    use q8s::stat::StatBoard;
+    let Some(url) = crate::support::redis_url() else {
+        return;
+    };
+    let leases = q8s::broker::Leases {
+        retry: Duration::from_secs(60),
+        margin: Duration::from_secs(30),
+    };
+    let queue = |name: &str| format!("board-{name}-{}", uuid::Uuid::new_v4().simple());
+    let (reports, emails) = (queue("reports"), queue("emails"));
+    let board = |queue: String| {
+        let url = url.clone();
+        async move {
+            q8s::broker::RedisBroker::connect(&url, &queue, leases, Clock::system())
+                .await
+                .expect("redis broker")
+        }
+    };
+    let index_key = format!("q8s:{{{reports}}}:stats");
+    let reports = board(reports).await;
+    let emails = board(emails).await;
+    reports
+        .put("host-a/1", "{\"a\":1}", Duration::from_secs(10))
+        .await
+        .expect("put");
+    reports
+        .put("host-b/2", "{\"b\":2}", Duration::from_secs(1))
+        .await
+        .expect("put");
+    emails
+        .put("host-a/3", "{\"c\":3}", Duration::from_secs(10))
+        .await
+        .expect("put");
+    assert_eq!(
+        reports.live().await.expect("live"),
+        ["{\"a\":1}", "{\"b\":2}"]
+    );
+    assert_eq!(emails.live().await.expect("live"), ["{\"c\":3}"]);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(reports.live().await.expect("live"), ["{\"a\":1}"]);
+    let client = redis::Client::open(url.as_str()).expect("a Redis URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let index: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&index_key)
+        .query_async(&mut connection)
+        .await
+        .expect("smembers");
+    assert_eq!(
+        index.len(),
+        1,
+        "an expired Stat stayed in the index: {index:?}"
+    );
+}

@@ -1,0 +1,194 @@
+//! What the operator counts, in OpenMetrics: reconciles by outcome, errors by
+//! category, reconcile durations, whether it leads, and each QCluster's queue
+//! depth and workers (read from the QClusters' status when scraped, so a
+//! deleted QCluster leaves no stale series).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::qcluster::QCluster;
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A reconcile's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `ready`, `progressing`, `broker_unreachable`, `stalled`, `paused` or `error`.
+    pub outcome: String,
+}
+
+/// An error's category.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabel {
+    /// `apiserver`, `serialize` or `randomness`.
+    pub category: String,
+}
+
+/// One QCluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QClusterLabels {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub qcluster: String,
+}
+
+/// Everything the operator counts.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles, by outcome.
+    pub reconciles: Family<OutcomeLabel, Counter>,
+    /// Failed reconciles, by category.
+    pub errors: Family<CategoryLabel, Counter>,
+    /// Seconds one reconcile took.
+    pub duration: Histogram,
+    /// 1 while this replica holds the Lease.
+    pub leader: Gauge,
+    queued: Family<QClusterLabels, Gauge<u64, AtomicU64>>,
+    workers: Family<QClusterLabels, Gauge<u64, AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::with_prefix("q8s_operator");
+        let reconciles = Family::default();
+        registry.register("reconciles", "Reconciles, by outcome", reconciles.clone());
+        let errors = Family::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles, by category",
+            errors.clone(),
+        );
+        let duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Seconds one reconcile took",
+            duration.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and reconciles",
+            leader.clone(),
+        );
+        let queued = Family::default();
+        registry.register(
+            "queue_depth",
+            "Packages waiting in each QCluster's broker, as its status last said",
+            queued.clone(),
+        );
+        let workers = Family::default();
+        registry.register(
+            "workers",
+            "Worker processes of each QCluster's live clusters, as its status last said",
+            workers.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            leader,
+            queued,
+            workers,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one reconcile's outcome.
+    pub fn reconciled(&self, outcome: &str) {
+        self.reconciles
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts one failed reconcile.
+    pub fn failed(&self, category: &str) {
+        self.reconciled("error");
+        self.errors
+            .get_or_create(&CategoryLabel {
+                category: category.into(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text, the per-QCluster gauges read from `qclusters`' status now.
+    pub fn render(&self, qclusters: Option<&Store<QCluster>>) -> String {
+        self.queued.clear();
+        self.workers.clear();
+        for qcluster in qclusters.map(Store::state).unwrap_or_default() {
+            let Some(totals) = qcluster.status.as_ref().and_then(|s| s.totals.as_ref()) else {
+                continue;
+            };
+            let labels = QClusterLabels {
+                namespace: qcluster.namespace().unwrap_or_default(),
+                qcluster: qcluster.name_any(),
+            };
+            if let Some(queued) = totals.queued {
+                self.queued.get_or_create(&labels).set(queued);
+            }
+            self.workers.get_or_create(&labels).set(totals.workers);
+        }
+        let mut out = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("cannot render the metrics: {error}");
+        }
+        out
+    }
+}
+
+/// What the operator's HTTP endpoints read: its metrics, the QClusters it
+/// sees, and whether it can talk to the apiserver.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    /// The counters.
+    pub metrics: Metrics,
+    qclusters: Mutex<Option<Store<QCluster>>>,
+    apiserver: AtomicBool,
+}
+
+impl Telemetry {
+    /// The QClusters the reconciler watches, for the per-QCluster gauges.
+    pub fn watching(&self, qclusters: Store<QCluster>) {
+        *self
+            .qclusters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(qclusters);
+    }
+
+    /// Whether the last call to the apiserver answered.
+    pub fn set_apiserver(&self, answers: bool) {
+        self.apiserver.store(answers, Ordering::SeqCst);
+    }
+
+    /// Whether the last call to the apiserver answered: what `/readyz` says.
+    pub fn apiserver(&self) -> bool {
+        self.apiserver.load(Ordering::SeqCst)
+    }
+
+    /// The OpenMetrics text.
+    pub fn render(&self) -> String {
+        let qclusters = self
+            .qclusters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.metrics.render(qclusters.as_ref())
+    }
+}
