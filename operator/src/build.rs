@@ -42,6 +42,9 @@ pub const KEY_DIR: &str = "/var/run/q8s/signing";
 pub const WORK_DIR: &str = "/var/lib/q8s";
 /// The pod-template annotation holding a hash of `q8s.toml`.
 pub const CONFIG_HASH: &str = "q8s.io/config-hash";
+/// The pod-template annotation holding a hash of the signing keys: pods restart
+/// with the keys when a key is added (rotation) or removed.
+pub const KEYS_HASH: &str = "q8s.io/signing-keys-hash";
 /// The Deployment annotation holding a hash of its pod template: a change is a rollout.
 pub const TEMPLATE_HASH: &str = "q8s.io/template-hash";
 /// The key of the signing-key Secret that holds the keys, one per line.
@@ -135,8 +138,23 @@ pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The objects `qcluster` should own, run from `image` unless its spec names one.
-pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
+/// The name of the Secret holding `qcluster`'s signing keys.
+pub fn signing_key_secret(qcluster: &QCluster) -> String {
+    qcluster
+        .spec
+        .signing_key
+        .clone()
+        .unwrap_or_else(|| format!("{}-signing-key", qcluster.name_any()))
+}
+
+/// The hash of signing keys (the Secret's `keys` entry) that [`KEYS_HASH`] holds.
+pub fn keys_hash(keys: &[u8]) -> String {
+    short_hash(&String::from_utf8_lossy(keys))
+}
+
+/// The objects `qcluster` should own, run from `image` unless its spec names
+/// one, its pods marked with `keys`, the [`keys_hash`] of its signing keys.
+pub fn build(qcluster: &QCluster, image: &str, keys: &str) -> Result<Desired, BuildError> {
     let name = qcluster
         .metadata
         .name
@@ -215,10 +233,7 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
         env.push(secret_env("Q8S_STORE", store));
     }
     env.extend(spec.env.clone().unwrap_or_default());
-    let signing_key_secret = spec
-        .signing_key
-        .clone()
-        .unwrap_or_else(|| format!("{name}-signing-key"));
+    let signing_key_secret = signing_key_secret(qcluster);
 
     let probe = |path: &str, failure_threshold: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -282,6 +297,7 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
     // versions, is part of their template.
     let mut pod_annotations = spec.pod_annotations.clone().unwrap_or_default();
     pod_annotations.insert(CONFIG_HASH.into(), short_hash(&rendered));
+    pod_annotations.insert(KEYS_HASH.into(), keys.into());
     let pod = PodSpec {
         containers: vec![container],
         termination_grace_period_seconds: Some(grace),
@@ -361,6 +377,9 @@ pub fn build(qcluster: &QCluster, image: &str) -> Result<Desired, BuildError> {
     let service = Service {
         metadata: meta("-metrics"),
         spec: Some(ServiceSpec {
+            // Headless: Prometheus scrapes each pod, and a fleet of QClusters
+            // takes no cluster IPs.
+            cluster_ip: Some("None".into()),
             selector: Some(selector_labels(&name)),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
@@ -456,7 +475,7 @@ spec:
 
     #[test]
     fn a_qcluster_builds_a_restricted_deployment_with_its_config_and_secrets() {
-        let desired = build(&fixture(REPORTS), "q8s-worker:test").expect("builds");
+        let desired = build(&fixture(REPORTS), "q8s-worker:test", "0123abcd").expect("builds");
         let toml = &desired.config_map.data.as_ref().expect("data")["q8s.toml"];
         let config = q8s::Config::from_table(toml.parse().expect("TOML"), "test").expect("valid");
         assert_eq!(
@@ -516,12 +535,12 @@ spec:
     #[test]
     fn a_spec_the_engine_refuses_builds_nothing_and_says_why() {
         let qcluster = fixture(&REPORTS.replace("retry: 400", "retry: 100"));
-        let error = build(&qcluster, "q8s-worker:test").expect_err("retry too short");
+        let error = build(&qcluster, "q8s-worker:test", "").expect_err("retry too short");
         assert_eq!(error.reason(), "InvalidSpec");
         assert!(error.to_string().contains("set retry to 330"), "{error}");
         let no_workers = fixture(&REPORTS.replace("  workers: 2\n", ""));
         assert!(matches!(
-            build(&no_workers, "x"),
+            build(&no_workers, "x", ""),
             Err(BuildError::PinningUnsized)
         ));
     }

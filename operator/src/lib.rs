@@ -57,4 +57,17 @@ mod tests {
         let generated = super::crds().expect("the CRDs render");
         super::assert_generated(path, &generated, "q8s-operator crds > crds/q8s.io.yaml");
     }
+
+    #[test]
+    fn the_crds_use_only_formats_kubernetes_knows() {
+        // An unknown format (schemars' uint64) makes kubectl warn on every apply.
+        let known = ["int32", "int64", "double", "date-time", "byte"];
+        let crds = super::crds().expect("the CRDs render");
+        for format in crds
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("format: "))
+        {
+            assert!(known.contains(&format), "format {format} in the CRD");
+        }
+    }
 }

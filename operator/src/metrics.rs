@@ -3,7 +3,7 @@
 //! depth and workers (read from the QClusters' status when scraped, so a
 //! deleted QCluster leaves no stale series).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use kube::ResourceExt;
@@ -55,8 +55,8 @@ pub struct Metrics {
     pub duration: Histogram,
     /// 1 while this replica holds the Lease.
     pub leader: Gauge,
-    queued: Family<QClusterLabels, Gauge<u64, AtomicU64>>,
-    workers: Family<QClusterLabels, Gauge<u64, AtomicU64>>,
+    queued: Family<QClusterLabels, Gauge>,
+    workers: Family<QClusterLabels, Gauge>,
 }
 
 impl Default for Metrics {

@@ -224,6 +224,11 @@ async fn connect(config: &Config) -> Result<Sources, BrokerProblem> {
     })
 }
 
+/// A count as the status holds it (Kubernetes' integers are int64).
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// The status entries of `stats`, by pod, and the fleet's totals with `queued`.
 pub fn entries_and_totals(stats: &[Stat], queued: Option<u64>) -> (Vec<ClusterEntry>, Totals) {
     let mut entries: Vec<ClusterEntry> = stats
@@ -233,13 +238,13 @@ pub fn entries_and_totals(stats: &[Stat], queued: Option<u64>) -> (Vec<ClusterEn
             host: stat.node.clone(),
             cluster_id: stat.cluster_id.clone(),
             state: format!("{:?}", stat.state),
-            pool: stat.workers.len() as u64,
-            task_queue: stat.task_queue,
-            result_queue: stat.result_queue,
-            reincarnations: stat.reincarnations,
-            running: stat.running,
-            successes: stat.successes,
-            failures: stat.failures,
+            pool: count(stat.workers.len() as u64),
+            task_queue: count(stat.task_queue),
+            result_queue: count(stat.result_queue),
+            reincarnations: count(stat.reincarnations),
+            running: count(stat.running),
+            successes: count(stat.successes),
+            failures: count(stat.failures),
             started: Time(
                 k8s_openapi::jiff::Timestamp::from_microsecond(stat.tob.timestamp_micros())
                     .unwrap_or_default(),
@@ -248,9 +253,9 @@ pub fn entries_and_totals(stats: &[Stat], queued: Option<u64>) -> (Vec<ClusterEn
         .collect();
     entries.sort_by(|a, b| (&a.pod, &a.cluster_id).cmp(&(&b.pod, &b.cluster_id)));
     let totals = Totals {
-        clusters: entries.len() as u64,
+        clusters: count(entries.len() as u64),
         workers: entries.iter().map(|e| e.pool).sum(),
-        queued,
+        queued: queued.map(count),
         held: entries.iter().map(|e| e.task_queue).sum(),
         running: entries.iter().map(|e| e.running).sum(),
         successes: entries.iter().map(|e| e.successes).sum(),

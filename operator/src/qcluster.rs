@@ -226,19 +226,19 @@ pub struct ClusterEntry {
     /// Starting, Idle, Working, Stopping or Stopped.
     pub state: String,
     /// Worker processes (Pool).
-    pub pool: u64,
+    pub pool: i64,
     /// Packages held in memory, not yet started (TQ).
-    pub task_queue: u64,
+    pub task_queue: i64,
     /// Finished tasks not yet saved (RQ).
-    pub result_queue: u64,
+    pub result_queue: i64,
     /// Workers replaced (RC).
-    pub reincarnations: u64,
+    pub reincarnations: i64,
     /// Tasks running now.
-    pub running: u64,
+    pub running: i64,
     /// Tasks finished with success since it started.
-    pub successes: u64,
+    pub successes: i64,
     /// Tasks finished without success since it started.
-    pub failures: u64,
+    pub failures: i64,
     /// When it started: its uptime is now minus this, so the entry changes only when the cluster does.
     pub started: Time,
 }
@@ -248,20 +248,20 @@ pub struct ClusterEntry {
 #[serde(rename_all = "camelCase")]
 pub struct Totals {
     /// Live clusters (Stats not expired).
-    pub clusters: u64,
+    pub clusters: i64,
     /// Worker processes.
-    pub workers: u64,
+    pub workers: i64,
     /// Packages waiting in the broker, when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queued: Option<u64>,
+    pub queued: Option<i64>,
     /// Packages held in the clusters' memory, not yet started.
-    pub held: u64,
+    pub held: i64,
     /// Tasks running.
-    pub running: u64,
+    pub running: i64,
     /// Tasks finished with success (by the live clusters, since each started).
-    pub successes: u64,
+    pub successes: i64,
     /// Tasks finished without success (likewise).
-    pub failures: u64,
+    pub failures: i64,
     /// Workers replaced.
-    pub reincarnations: u64,
+    pub reincarnations: i64,
 }

@@ -33,6 +33,9 @@ pub const FIELD_MANAGER: &str = build::OPERATOR;
 pub const PAUSED: &str = "q8s.io/paused";
 /// How often a healthy QCluster is looked at again without a change.
 pub const RESYNC: Duration = Duration::from_secs(30);
+/// How often what a QCluster owns is applied again though nothing changed (others
+/// may have edited an object), and its signing keys read again.
+pub const REAPPLY: Duration = Duration::from_secs(300);
 /// How often the status of a QCluster with live clusters is refreshed from their Stat.
 pub const STAT_REFRESH: Duration = Duration::from_secs(2);
 /// How long a Secret read is used before it is read again.
@@ -75,6 +78,8 @@ pub struct Context {
     pub client: Client,
     /// The worker image when a spec names none.
     pub image: String,
+    /// How often owned objects are applied again with nothing changed ([`REAPPLY`]).
+    pub reapply: Duration,
     /// Open connections to the QClusters' brokers.
     pub connections: Connections,
     /// Where events go.
@@ -92,6 +97,8 @@ pub struct Context {
 struct Memory {
     /// The fingerprint of what was last applied, and when.
     applied: Option<(String, Instant)>,
+    /// The hash of the signing keys, as last read.
+    keys: String,
     /// Passes that failed in a row, for the backoff.
     failures: u32,
 }
@@ -109,6 +116,7 @@ impl Context {
         Context {
             client,
             image,
+            reapply: REAPPLY,
             connections: Connections::default(),
             recorder,
             deployments,
@@ -156,11 +164,13 @@ impl Context {
     }
 }
 
-/// Reconciles every QCluster (in `namespace`, or everywhere) until the future is dropped.
+/// Reconciles every QCluster (in `namespace`, or everywhere) until the future
+/// is dropped, applying owned objects again every `reapply` with nothing changed.
 pub async fn run(
     client: Client,
     image: String,
     namespace: Option<String>,
+    reapply: Duration,
     telemetry: Arc<Telemetry>,
 ) {
     let (qclusters, deployments) = match &namespace {
@@ -177,7 +187,9 @@ pub async fn run(
         .default_backoff()
         .reflect(writer)
         .touched_objects();
-    let context = Arc::new(Context::new(client, image, store, telemetry.clone()));
+    let mut context = Context::new(client, image, store, telemetry.clone());
+    context.reapply = reapply;
+    let context = Arc::new(context);
     let controller = Controller::new(qclusters, watcher::Config::default());
     telemetry.watching(controller.store());
     controller
@@ -255,7 +267,11 @@ async fn pass(
         write_status(client, &namespace, &name, &old, paused(&old, generation)).await?;
         return Ok((Action::await_change(), "paused"));
     }
-    let desired = match build::build(qcluster, &context.image) {
+    let key = key_of(qcluster);
+    // Built with the signing keys as last read; they are read again (and the
+    // objects rebuilt when they changed) whenever the objects are applied.
+    let keys = context.remember(&key, |memory| memory.keys.clone());
+    let mut desired = match build::build(qcluster, &context.image, &keys) {
         Ok(desired) => desired,
         Err(error) => {
             // Invalid input waits for a change; it is not retried.
@@ -279,14 +295,24 @@ async fn pass(
         .deployments
         .get(&ObjectRef::new(&name).within(&namespace))
         .map(|deployment| deployment.as_ref().clone());
-    let key = key_of(qcluster);
-    let fingerprint = desired.fingerprint();
+    let fresh = current.as_ref().is_some_and(|current| {
+        !needs_apply(context, &key, &desired.fingerprint(), current, &desired)
+    });
     let deployment = match current {
-        Some(current) if !needs_apply(context, &key, &fingerprint, &current, &desired) => current,
+        Some(current) if fresh => current,
         current => {
-            ensure_signing_key(client, &namespace, &desired.signing_key_secret).await?;
+            let keys_now =
+                ensure_signing_key(client, &namespace, &desired.signing_key_secret).await?;
+            if keys_now != keys {
+                context.remember(&key, |memory| memory.keys = keys_now.clone());
+                // The same spec built a moment ago: it builds again.
+                if let Ok(rebuilt) = build::build(qcluster, &context.image, &keys_now) {
+                    desired = rebuilt;
+                }
+            }
             announce_changes(context, qcluster, current.as_ref(), &desired).await;
             let applied = apply_all(client, &namespace, &desired).await?;
+            let fingerprint = desired.fingerprint();
             context.remember(&key, |memory| {
                 memory.applied = Some((fingerprint, Instant::now()));
             });
@@ -344,8 +370,8 @@ async fn pass(
 }
 
 /// Whether what a QCluster owns must be applied: it changed, the Deployment
-/// differs from it, or the last apply is older than [`RESYNC`] (others may
-/// have edited an object).
+/// differs from it, or the last apply is older than `reapply` (others may
+/// have edited an object, or rotated the signing keys).
 fn needs_apply(
     context: &Context,
     key: &str,
@@ -354,7 +380,8 @@ fn needs_apply(
     desired: &Desired,
 ) -> bool {
     let applied = context.remember(key, |memory| memory.applied.clone());
-    let fresh = applied.is_some_and(|(last, at)| last == fingerprint && at.elapsed() < RESYNC);
+    let fresh =
+        applied.is_some_and(|(last, at)| last == fingerprint && at.elapsed() < context.reapply);
     !fresh
         || build::template_hash_of(current) != desired.template_hash()
         || current.spec.as_ref().and_then(|spec| spec.replicas)
@@ -718,15 +745,20 @@ async fn write_status(
     Ok(())
 }
 
-/// Creates the signing-key Secret with a random key when it is absent; never overwrites one.
+/// Creates the signing-key Secret with a random key when it is absent (never
+/// overwrites one); returns the [`build::keys_hash`] of the keys it holds.
 async fn ensure_signing_key(
     client: &Client,
     namespace: &str,
     name: &str,
-) -> Result<(), ReconcileError> {
+) -> Result<String, ReconcileError> {
     let api = Api::<Secret>::namespaced(client.clone(), namespace);
-    if api.get_opt(name).await?.is_some() {
-        return Ok(());
+    let keys_of = |secret: &Secret| {
+        let keys = secret.data.as_ref().and_then(|data| data.get(KEY_ENTRY));
+        build::keys_hash(keys.map_or(&[][..], |keys| keys.0.as_slice()))
+    };
+    if let Some(secret) = api.get_opt(name).await? {
+        return Ok(keys_of(&secret));
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| ReconcileError::Random(e.to_string()))?;
@@ -742,9 +774,9 @@ async fn ensure_signing_key(
         ..Secret::default()
     };
     match api.create(&PostParams::default(), &key).await {
-        Ok(_) => Ok(()),
+        Ok(created) => Ok(keys_of(&created)),
         // Made meanwhile by someone else: theirs stands.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(keys_of(&api.get(name).await?)),
         Err(error) => Err(error.into()),
     }
 }

@@ -32,6 +32,8 @@ pub struct Settings {
     pub identity: String,
     /// How long the Lease holds without renewal.
     pub lease_duration: Duration,
+    /// How often owned objects are applied again with nothing changed.
+    pub reapply: Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` listen; none when `None`.
     pub http: Option<SocketAddr>,
 }
@@ -45,6 +47,7 @@ impl Settings {
             lease_namespace: client.default_namespace().to_string(),
             identity: identity(),
             lease_duration: LEASE_DURATION,
+            reapply: reconciler::REAPPLY,
             http: None,
         }
     }
@@ -113,6 +116,7 @@ pub async fn run(
             client.clone(),
             settings.image.clone(),
             settings.namespace.clone(),
+            settings.reapply,
             telemetry.clone(),
         );
         let lost = tokio::select! {

@@ -25,6 +25,7 @@ async fn a_qcluster_is_reconciled_into_its_objects_and_a_bad_spec_stalls() {
         client.clone(),
         "q8s-worker:test".into(),
         Some(namespace.clone()),
+        std::time::Duration::from_secs(5),
         Default::default(),
     ));
     let apply = |yaml: String| {
@@ -143,6 +144,50 @@ async fn a_qcluster_is_reconciled_into_its_objects_and_a_bad_spec_stalls() {
     .await;
     let kept = secrets.get("reports-signing-key").await.expect("the key");
     assert_eq!(kept.data, key.data, "the signing key is never overwritten");
+
+    // Rotation: a new signing key first, the old one after it to verify what
+    // is queued. The pods restart with both (within a reapply: 5 s here).
+    let keys_hash = |d: Deployment| {
+        d.spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get(q8s_operator::build::KEYS_HASH).cloned())
+    };
+    let before_rotation = keys_hash(deployments.get("reports").await.expect("the Deployment"));
+    assert!(
+        before_rotation.is_some(),
+        "the template carries the keys' hash"
+    );
+    let old_key =
+        String::from_utf8(kept.data.clone().unwrap_or_default()["keys"].0.clone()).expect("text");
+    let rotated = format!("{}\n{old_key}", "f".repeat(64));
+    let patch = serde_json::json!({"stringData": {"keys": rotated}}).to_string();
+    let output = bed.kubectl(
+        &[
+            "patch",
+            "secret",
+            "reports-signing-key",
+            "-n",
+            &namespace,
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    let started = std::time::Instant::now();
+    loop {
+        let now = keys_hash(deployments.get("reports").await.expect("the Deployment"));
+        if now != before_rotation {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the pods never restarted with the rotated keys"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 
     // The paused annotation stops reconciling, and the status says so.
     let paused = bed.kubectl(

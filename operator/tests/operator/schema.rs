@@ -126,7 +126,8 @@ async fn built_objects_pass_the_apiserver_and_the_restricted_pod_security_standa
     );
     let mut qcluster: q8s_operator::QCluster = serde_yaml_ng::from_str(&yaml).expect("fixture");
     qcluster.metadata.uid = Some("00000000-0000-0000-0000-000000000001".into());
-    let desired = q8s_operator::build::build(&qcluster, "q8s-worker:test").expect("builds");
+    let desired =
+        q8s_operator::build::build(&qcluster, "q8s-worker:test", "0123abcd").expect("builds");
     let template = desired
         .deployment
         .spec

@@ -95,6 +95,7 @@ async fn the_status_comes_from_the_clusters_the_pod_template_runs_and_follows_sc
         client.clone(),
         "q8s-worker:test".into(),
         Some(namespace.clone()),
+        q8s_operator::reconciler::REAPPLY,
         Default::default(),
     ));
     set_broker_secret(&bed, &namespace, &redis);
@@ -174,7 +175,22 @@ async fn the_status_comes_from_the_clusters_the_pod_template_runs_and_follows_sc
         assert_eq!((entry.pool, entry.state.as_str()), (2, "Idle"), "{entry:?}");
     }
     let totals = status.totals.expect("totals");
-    assert_eq!(totals.successes + totals.failures, tasks, "{totals:?}");
+    assert_eq!(
+        totals.successes + totals.failures,
+        tasks as i64,
+        "{totals:?}"
+    );
+
+    // Nothing changes while the fleet idles: no status write, though it is
+    // refreshed every few seconds.
+    let version = |q: QCluster| q.metadata.resource_version.unwrap_or_default();
+    let idle = version(qclusters.get("reports").await.expect("the QCluster"));
+    tokio::time::sleep(q8s_operator::reconciler::STAT_REFRESH * 3).await;
+    assert_eq!(
+        version(qclusters.get("reports").await.expect("the QCluster")),
+        idle,
+        "the status was written with nothing changed"
+    );
 
     // kubectl scale drives the Deployment through the scale subresource.
     kubectl(
