@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes test bed from Go modules: the q8s-kube multi-call binary
 # of e2e/kube (kube-apiserver, etcd, kubectl, kube-controller-manager,
-# kube-scheduler) and helm. Prints the folder holding the commands on stdout.
+# kube-scheduler, kubelet) and helm. Prints the folder holding the commands on stdout.
 #
 # The result lives outside the clone, in a folder named by the content hash of
 # what decides it (e2e/kube's go.mod, go.sum and main.go, the helm version, the
@@ -30,7 +30,7 @@ hash=$(
 )
 cache="${Q8S_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/q8s/testbed}"
 bin="$cache/$hash/bin"
-commands=(kube-apiserver etcd kubectl kube-controller-manager kube-scheduler)
+commands=(kube-apiserver etcd kubectl kube-controller-manager kube-scheduler kubelet)
 
 if [ -f "$cache/$hash/complete" ]; then
   echo "test bed already built: $bin" >&2

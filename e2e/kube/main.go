@@ -5,6 +5,7 @@
 //	kube-apiserver           k8s.io/kubernetes/cmd/kube-apiserver
 //	kube-controller-manager  k8s.io/kubernetes/cmd/kube-controller-manager
 //	kube-scheduler           k8s.io/kubernetes/cmd/kube-scheduler
+//	kubelet                  k8s.io/kubernetes/cmd/kubelet
 //	kubectl                  k8s.io/kubectl/pkg/cmd
 //	etcd                     go.etcd.io/etcd/server/v3/etcdmain
 //
@@ -12,6 +13,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,6 +32,7 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 )
 
@@ -43,6 +46,9 @@ var commands = map[string]func(){
 	},
 	"kube-scheduler": func() {
 		os.Exit(cli.Run(scheduler.NewSchedulerCommand()))
+	},
+	"kubelet": func() {
+		os.Exit(cli.Run(kubelet.NewKubeletCommand(context.Background())))
 	},
 	"kubectl": func() {
 		logs.GlogSetter(kubectl.GetLogVerbosity(os.Args)) // nolint:errcheck
