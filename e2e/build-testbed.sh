@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes test bed from Go modules: the q8s-kube multi-call binary
 # of e2e/kube (kube-apiserver, etcd, kubectl, kube-controller-manager,
-# kube-scheduler, kubelet) and helm. Prints the folder holding the commands on stdout.
+# kube-scheduler, kubelet), helm, and containerd with its runc shim and ctr. Prints the folder holding the commands on stdout.
 #
 # The result lives outside the clone, in a folder named by the content hash of
 # what decides it (e2e/kube's go.mod, go.sum and main.go, the helm version, the
@@ -16,6 +16,10 @@ module="$e2e/kube"
 
 # helm v3, installed as its own module: it selects k8s.io libraries of its own.
 helm_version=v3.22.0
+# containerd 2 for the node (e2e/start-node.sh), also its own module: only
+# containerd 2 keeps a sandbox's oom_score_adj at its own when told to (these
+# VMs refuse a lower one), which Debian's containerd 1.6 does not.
+containerd_version=v2.4.2
 # Bump when the build flags below change, so the hash changes with them.
 recipe=1
 
@@ -25,7 +29,7 @@ command -v go >/dev/null || { echo "build-testbed: Go is not installed" >&2; exi
 hash=$(
   {
     cat "$module/go.mod" "$module/go.sum" "$module/main.go"
-    echo "helm $helm_version recipe $recipe $(go env GOVERSION GOOS GOARCH)"
+    echo "helm $helm_version containerd $containerd_version recipe $recipe $(go env GOVERSION GOOS GOARCH)"
   } | sha256sum | cut -c1-16
 )
 cache="${Q8S_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/q8s/testbed}"
@@ -71,6 +75,14 @@ helm_ldflags+=" -X helm.sh/helm/v3/internal/version.metadata= -X helm.sh/helm/v3
 (cd "$work" && GOBIN="$work/bin" nice -n 19 go install -p "$jobs" -trimpath -ldflags "$helm_ldflags" \
   "helm.sh/helm/v3/cmd/helm@$helm_version")
 echo "helm built in $((SECONDS - start)) s" >&2
+
+start=$SECONDS
+(cd "$work" && GOBIN="$work/bin" nice -n 19 go install -p "$jobs" -trimpath -ldflags "-s -w" \
+  -tags "no_btrfs no_devmapper no_zfs" \
+  "github.com/containerd/containerd/v2/cmd/containerd@$containerd_version" \
+  "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$containerd_version" \
+  "github.com/containerd/containerd/v2/cmd/ctr@$containerd_version")
+echo "containerd built in $((SECONDS - start)) s" >&2
 
 "$work/bin/kube-apiserver" --version >&2
 touch "$work/complete"

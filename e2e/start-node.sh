@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # A node for the test bed (work in progress, not yet called by scripts/test):
-# containerd (Debian's 1.6, with runc) and the kubelet of the q8s-kube binary,
+# containerd 2 (built by e2e/build-testbed.sh, with Debian's runc) and the
+# kubelet of the q8s-kube binary,
 # registered with the test bed's apiserver as node q8s-node, their state in
 # "$testbed_dir/node". Sourced after e2e/start-testbed.sh, once
 # start_kube_testbed has run:
 #   start_kube_node    start containerd and the kubelet, wait for the node to be Ready
 #   stop_kube_node     stop them, by their process ids
 #
-# Why Debian's containerd 1.6: it is a package of this machine, and kubelet
-# 1.36 still takes the cgroup driver from its own configuration when the
-# runtime does not report one (containerd 1.x; the fallback goes in 1.37).
+# Why containerd 2 and not Debian's 1.6: kubelet 1.36 still accepts 1.6 (it
+# falls back to its own cgroupDriver), but 1.6 gives every sandbox an
+# oom_score_adj of -998, which these VMs refuse ("can't get final child's PID
+# from pipe"), and its restrict_oom_score_adj covers containers only.
 # The machine's cgroups are v1 controllers beside an empty unified hierarchy:
 # the kubelet is told so (failCgroupV1: false) and uses cgroupfs, under a
 # cgroup root of its own.
@@ -22,7 +24,6 @@ node_subnet=10.244.0.0/24
 
 node_install() {
   local missing=()
-  command -v containerd >/dev/null || missing+=(containerd)
   command -v runc >/dev/null || missing+=(runc)
   [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
   command -v umoci >/dev/null || missing+=(umoci)
@@ -64,7 +65,7 @@ GO
 }
 
 node_cgroup=q8s-testbed
-node_controllers=(systemd pids blkio freezer devices memory cpuset cpuacct cpu)
+node_controllers=(systemd pids blkio freezer devices memory cpuset cpuacct cpu unified)
 
 # The kubelet's cgroup root, a child cgroup in each v1 controller (the
 # hierarchies themselves are used as they are); cpuset children start empty,
@@ -101,33 +102,33 @@ start_kube_node() {
   fi
   mkdir -p "$n/containerd" "$n/cni/net.d" "$n/kubelet" "$n/images"
   cat >"$n/containerd/config.toml" <<EOF
-version = 2
+version = 3
 root = "$n/containerd/root"
 state = "$n/containerd/state"
 [grpc]
   address = "$n/containerd/containerd.sock"
 [ttrpc]
   address = "$n/containerd/containerd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "q8s.local/pause:3.10"
-  enable_selinux = false
-  # These VMs refuse a lower oom_score_adj than the runtime's own (the kubelet
-  # asks -998 for sandboxes): keep each at least containerd's.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$n/cni/net.d"
+[plugins]
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = 'overlayfs'
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = 'q8s.local/pause:3.10'
+  [plugins.'io.containerd.cri.v1.runtime']
+    enable_selinux = false
+    # These VMs refuse a lower oom_score_adj than the runtime's own (the
+    # kubelet asks -998 for sandboxes): keep each at least containerd's.
+    restrict_oom_score_adj = true
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = 'runc'
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+        runtime_type = 'io.containerd.runc.v2'
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+          BinaryName = '$(command -v runc)'
+          SystemdCgroup = false
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      bin_dirs = ['/usr/lib/cni']
+      conf_dir = '$n/cni/net.d'
 EOF
   cat >"$n/cni/net.d/10-q8s.conflist" <<EOF
 {
@@ -141,17 +142,15 @@ EOF
   ]
 }
 EOF
-  containerd --config "$n/containerd/config.toml" >"$n/containerd.log" 2>&1 &
+  ln -sf "$bin/containerd" "$n/containerd.bin"
+  PATH="$bin:$PATH" "$bin/containerd" --config "$n/containerd/config.toml" >"$n/containerd.log" 2>&1 &
   echo $! >"$n/containerd.pid"
   started_kube_node=$n
   testbed_wait "$n/containerd.pid" test -S "$n/containerd/containerd.sock" || { tail -20 "$n/containerd.log" >&2; return 1; }
   local pause
   pause=$(node_pause_image "$n/images") || return 1
-  ctr --address "$n/containerd/containerd.sock" -n k8s.io images import \
-    --base-name q8s.local/pause --digests "$pause" >/dev/null || return 1
-  ctr --address "$n/containerd/containerd.sock" -n k8s.io images tag --force \
-    "$(ctr --address "$n/containerd/containerd.sock" -n k8s.io images ls -q | grep '^q8s.local/pause' | head -1)" \
-    q8s.local/pause:3.10 >/dev/null 2>&1 || true
+  "$bin/ctr" --address "$n/containerd/containerd.sock" -n k8s.io images import \
+    --base-name q8s.local/pause "$pause" >/dev/null || return 1
 
   local port healthz
   port=$(testbed_free_port)
@@ -189,13 +188,43 @@ EOF
   echo "node $node_name started ($n)" >&2
 }
 
+# Stops the node and leaves nothing behind: pods are deleted through the
+# apiserver first, so the kubelet tears their sandboxes down (CNI, netns);
+# then the kubelet and containerd stop; any shim, mount, bridge or cgroup of
+# the node that is left goes after them.
 stop_kube_node() {
-  local n=${started_kube_node:-$testbed_dir/node} name
+  local n=${started_kube_node:-$testbed_dir/node} name pid deadline
+  if testbed_alive "$n/kubelet.pid" && [ -n "${Q8S_TEST_KUBECTL:-}" ]; then
+    # A graceful delete: the pods are gone once the kubelet has stopped them.
+    "$Q8S_TEST_KUBECTL" --kubeconfig "$Q8S_TEST_KUBECONFIG" delete pods --all-namespaces \
+      --field-selector "spec.nodeName=$node_name" --grace-period=1 --timeout=60s >/dev/null 2>&1 || true
+    deadline=$((SECONDS + 30))
+    while [ $SECONDS -lt $deadline ] &&
+      "$(dirname "$(readlink -f "$n/containerd.bin")")/ctr" --address "$n/containerd/containerd.sock" \
+        -n k8s.io tasks ls -q 2>/dev/null | grep -q .; do
+      sleep 0.5
+    done
+  fi
   for name in kubelet containerd; do
     if testbed_alive "$n/$name.pid"; then
-      kill "$(cat "$n/$name.pid")" 2>/dev/null || true
+      pid=$(cat "$n/$name.pid")
+      kill "$pid" 2>/dev/null || true
+      deadline=$((SECONDS + 15))
+      while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
     fi
     rm -f "$n/$name.pid"
+  done
+  # Shims of this node's containerd (their command line names its socket),
+  # then whatever still runs in the node's cgroups: all of it is the node's.
+  for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $n/" 2>/dev/null); do
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  if [ -d "/sys/fs/cgroup/pids/$node_cgroup" ]; then
+    find "/sys/fs/cgroup/pids/$node_cgroup" -name cgroup.procs -exec cat {} + 2>/dev/null |
+      while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done
+  fi
+  grep -o " $n/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r mount; do
+    umount -l "$mount" 2>/dev/null || true
   done
   sleep 1
   node_cgroups_remove
