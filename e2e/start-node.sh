@@ -5,7 +5,7 @@
 # registered with the test bed's apiserver as node q8s-node, their state in
 # "$testbed_dir/node". Sourced after e2e/start-testbed.sh, once
 # start_kube_testbed has run:
-#   start_kube_node    start containerd and the kubelet, wait for the node to be Ready
+#   start_kube_node    start containerd, the kubelet and kube-scheduler, wait for the node to be Ready
 #   stop_kube_node     stop them, by their process ids
 #
 # Why containerd 2 and not Debian's 1.6: kubelet 1.36 still accepts 1.6 (it
@@ -185,6 +185,14 @@ EOF
     >"$n/kubelet.log" 2>&1 &
   echo $! >"$n/kubelet.pid"
   testbed_wait "$n/kubelet.pid" curl -fsS "http://127.0.0.1:$healthz/healthz" || { tail -30 "$n/kubelet.log" >&2; return 1; }
+  # A node needs a scheduler to get pods.
+  "$bin/kube-scheduler" --kubeconfig="$Q8S_TEST_KUBECONFIG" \
+    --authentication-kubeconfig="$Q8S_TEST_KUBECONFIG" --authorization-kubeconfig="$Q8S_TEST_KUBECONFIG" \
+    --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false \
+    >"$n/kube-scheduler.log" 2>&1 &
+  echo $! >"$n/kube-scheduler.pid"
+  "$Q8S_TEST_KUBECTL" --kubeconfig "$Q8S_TEST_KUBECONFIG" wait --for=condition=Ready "node/$node_name" \
+    --timeout=120s >/dev/null || { tail -30 "$n/kubelet.log" >&2; return 1; }
   echo "node $node_name started ($n)" >&2
 }
 
@@ -205,7 +213,7 @@ stop_kube_node() {
       sleep 0.5
     done
   fi
-  for name in kubelet containerd; do
+  for name in kube-scheduler kubelet containerd; do
     if testbed_alive "$n/$name.pid"; then
       pid=$(cat "$n/$name.pid")
       kill "$pid" 2>/dev/null || true

@@ -27,8 +27,8 @@ pub const DEFAULT_DATABASE: &str = "sqlite://q8s.db";
 
 /// Environment variables that start with `Q8S_` but are not options.
 const NON_OPTION_VARIABLES: &[&str] = &["Q8S_CONFIG", "Q8S_LOG"];
-/// Prefix of environment variables reserved for the test suite.
-const TEST_VARIABLE_PREFIX: &str = "Q8S_TEST_";
+/// Prefixes of environment variables reserved for the test suite and its test bed.
+const TEST_VARIABLE_PREFIXES: &[&str] = &["Q8S_TEST_", "Q8S_TESTBED_"];
 
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +137,8 @@ impl Config {
             let Some(option) = key.strip_prefix("Q8S_") else {
                 continue;
             };
-            if NON_OPTION_VARIABLES.contains(&key.as_str()) || key.starts_with(TEST_VARIABLE_PREFIX)
+            if NON_OPTION_VARIABLES.contains(&key.as_str())
+                || TEST_VARIABLE_PREFIXES.iter().any(|p| key.starts_with(p))
             {
                 continue;
             }
