@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# A node for the test bed (work in progress, not yet called by scripts/test):
+# A node for the test bed (scripts/test starts it after the control plane):
 # containerd 2 (built by e2e/build-testbed.sh, with Debian's runc) and the
 # kubelet of the q8s-kube binary,
 # registered with the test bed's apiserver as node q8s-node, their state in
 # "$testbed_dir/node". Sourced after e2e/start-testbed.sh, once
 # start_kube_testbed has run:
-#   start_kube_node    start containerd, the kubelet and kube-scheduler, wait for the node to be Ready
+#   start_kube_node    start containerd, the kubelet and kube-scheduler, wait for the node to be
+#                      Ready; import the worker image (e2e/build-worker-image.sh); start a Redis
+#                      for the pods on the node's bridge and export Q8S_TEST_NODE_REDIS_URL
 #   stop_kube_node     stop them, by their process ids
 #
 # Why containerd 2 and not Debian's 1.6: kubelet 1.36 still accepts 1.6 (it
@@ -17,6 +19,9 @@
 # cgroup root of its own.
 
 node_name=q8s-node
+# Only pods that tolerate it land here: the other tests' pods (whose images
+# exist nowhere) stay Pending instead of asking a registry for them.
+node_taint=q8s.test/node=true:NoSchedule
 # The test bed's own bridge and pod range: nothing is routed off the machine.
 node_bridge=q8s-br0
 node_gateway=10.244.0.1
@@ -27,6 +32,8 @@ node_install() {
   command -v runc >/dev/null || missing+=(runc)
   [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
   command -v umoci >/dev/null || missing+=(umoci)
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v objcopy >/dev/null || missing+=(binutils)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
@@ -181,7 +188,7 @@ resolvConf: ""
 EOF
   "$bin/kubelet" --config="$n/kubelet/config.yaml" --kubeconfig="$Q8S_TEST_KUBECONFIG" \
     --root-dir="$n/kubelet/root" --cert-dir="$n/kubelet/pki" --hostname-override="$node_name" \
-    --node-ip="$node_gateway" \
+    --node-ip="$node_gateway" --register-with-taints="$node_taint" \
     >"$n/kubelet.log" 2>&1 &
   echo $! >"$n/kubelet.pid"
   testbed_wait "$n/kubelet.pid" curl -fsS "http://127.0.0.1:$healthz/healthz" || { tail -30 "$n/kubelet.log" >&2; return 1; }
@@ -193,7 +200,34 @@ EOF
   echo $! >"$n/kube-scheduler.pid"
   "$Q8S_TEST_KUBECTL" --kubeconfig "$Q8S_TEST_KUBECONFIG" wait --for=condition=Ready "node/$node_name" \
     --timeout=120s >/dev/null || { tail -30 "$n/kubelet.log" >&2; return 1; }
+  local image
+  image=$("$testbed_e2e/build-worker-image.sh") || return 1
+  "$bin/ctr" --address "$n/containerd/containerd.sock" -n k8s.io images import \
+    --base-name docker.io/library/q8s-worker "$image" >/dev/null || return 1
+  node_redis "$n" || return 1
   echo "node $node_name started ($n)" >&2
+}
+
+# A Redis the pods reach: on the node's bridge address, with a password
+# (it is not loopback), its data in the node's folder.
+node_redis() { # node folder
+  local n=$1 port password
+  command -v redis-server >/dev/null || apt_install redis-server
+  port=$(testbed_free_port)
+  password=$(openssl rand -hex 16)
+  mkdir -p "$n/redis"
+  redis-server --bind "$node_gateway" --port "$port" --requirepass "$password" \
+    --dir "$n/redis" --save '' --appendonly no --pidfile "$n/redis/redis.pid" \
+    >"$n/redis.log" 2>&1 &
+  echo $! >"$n/redis.pid"
+  # redis-server rewrites its command line, so testbed_alive cannot know it.
+  local deadline=$((SECONDS + 30))
+  until redis-cli -h "$node_gateway" -p "$port" -a "$password" --no-auth-warning ping 2>/dev/null | grep -q PONG; do
+    [ $SECONDS -lt $deadline ] && kill -0 "$(cat "$n/redis.pid")" 2>/dev/null ||
+      { tail -20 "$n/redis.log" >&2; return 1; }
+    sleep 0.2
+  done
+  export Q8S_TEST_NODE_REDIS_URL="redis://:$password@$node_gateway:$port/0"
 }
 
 # Stops the node and leaves nothing behind: pods are deleted through the
@@ -212,6 +246,32 @@ stop_kube_node() {
         -n k8s.io tasks ls -q 2>/dev/null | grep -q .; do
       sleep 0.5
     done
+  fi
+  if [ -f "$n/redis.pid" ]; then
+    kill "$(cat "$n/redis.pid")" 2>/dev/null || true
+    rm -f "$n/redis.pid"
+  fi
+  # The network namespaces of sandboxes still there, to remove once their
+  # runtime is gone (the kubelet had no time to tear them down).
+  local ctr netns=""
+  ctr="$(dirname "$(readlink -f "$n/containerd.bin" 2>/dev/null || echo /nonexistent)")/ctr"
+  if [ -x "$ctr" ] && [ -S "$n/containerd/containerd.sock" ]; then
+    netns=$("$ctr" --address "$n/containerd/containerd.sock" -n k8s.io containers ls -q 2>/dev/null |
+      while read -r id; do
+        "$ctr" --address "$n/containerd/containerd.sock" -n k8s.io containers info "$id" 2>/dev/null
+      done | python3 -c '
+import json, sys
+text = sys.stdin.read()
+decoder, at = json.JSONDecoder(), 0
+while at < len(text):
+    if text[at].isspace():
+        at += 1
+        continue
+    info, at = decoder.raw_decode(text, at)
+    for ns in ((info.get("Spec") or {}).get("linux") or {}).get("namespaces") or []:
+        if ns.get("type") == "network" and ns.get("path", "").startswith("/var/run/netns/"):
+            print(ns["path"].rsplit("/", 1)[1])
+' | sort -u)
   fi
   for name in kube-scheduler kubelet containerd; do
     if testbed_alive "$n/$name.pid"; then
@@ -236,6 +296,10 @@ stop_kube_node() {
   done
   sleep 1
   node_cgroups_remove
+  for name in $netns; do
+    ip netns delete "$name" 2>/dev/null || true
+  done
   ip link delete "$node_bridge" 2>/dev/null || true
+  unset Q8S_TEST_NODE_REDIS_URL
   started_kube_node=""
 }

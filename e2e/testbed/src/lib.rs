@@ -240,14 +240,24 @@ impl Testbed {
 /// RBAC grant reaching the authorizer's cache.
 pub async fn eventually<T, E: Debug, F: Future<Output = Result<T, E>>>(
     what: &str,
+    attempt: impl FnMut() -> F,
+) -> T {
+    eventually_within(what, EVENTUALLY_TIMEOUT, attempt).await
+}
+
+/// [`eventually`] with a limit of its own: for what takes longer, such as
+/// pods starting on a node.
+pub async fn eventually_within<T, E: Debug, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    limit: Duration,
     mut attempt: impl FnMut() -> F,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + EVENTUALLY_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         match attempt().await {
             Ok(value) => return value,
             Err(e) if tokio::time::Instant::now() >= deadline => {
-                panic!("{what}: not after {EVENTUALLY_TIMEOUT:?}; last error: {e:?}")
+                panic!("{what}: not after {limit:?}; last error: {e:?}")
             }
             Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
         }

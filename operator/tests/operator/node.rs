@@ -1,0 +1,136 @@
+//! A QCluster on the test bed's real node: its pods run the worker image
+//! built here, pass their probes, and work the queue of a real Redis on the
+//! node's bridge; the status reads them.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use q8s::TaskRequest;
+use q8s_operator::QCluster;
+use q8s_testbed::{Testbed, eventually_within};
+
+use crate::support::{install, kubectl, qcluster};
+
+/// The Redis the node's pods reach, or `None` when the test bed has no node
+/// (`e2e/start-node.sh` exports it).
+fn node_redis_url() -> Option<String> {
+    let url = std::env::var("Q8S_TEST_NODE_REDIS_URL").ok();
+    if url.is_none() {
+        eprintln!("skipping: the test bed has no node (Q8S_TEST_NODE_REDIS_URL is not set)");
+    }
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qclusters_pods_run_on_the_node_and_work_its_queue() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some(redis) = node_redis_url() else {
+        return;
+    };
+    install(&bed);
+    let namespace = bed.namespace("qcluster-node").await;
+    let client = bed.client();
+    let operator = tokio::spawn(q8s_operator::reconciler::run(
+        client.clone(),
+        "q8s-worker:0.1.0".into(),
+        Some(namespace.clone()),
+        q8s_operator::reconciler::REAPPLY,
+        Default::default(),
+    ));
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis\n  namespace: {namespace}\nstringData:\n  url: {redis}\n"
+    );
+    kubectl(&bed, &["apply", "-f", "-"], Some(&secret));
+    // The node is tainted: only what tolerates it runs there.
+    let spec = format!(
+        "  name: {namespace}\n  replicas: 2\n  workers: 1\n  timeout: 20\n  saveLimit: 0\n  tolerations:\n  - {{key: q8s.test/node, operator: Exists, effect: NoSchedule}}\n"
+    );
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qcluster(&namespace, "reports", &spec)),
+    );
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
+    let qclusters = Api::<QCluster>::namespaced(client.clone(), &namespace);
+    let pods_ready = std::time::Duration::from_secs(120);
+    eventually_within("two pods Running and Ready", pods_ready, || async {
+        let ready = deployments
+            .get("reports")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .and_then(|s| s.ready_replicas);
+        (ready == Some(2))
+            .then_some(())
+            .ok_or(format!("{ready:?} ready"))
+    })
+    .await;
+    let wide = kubectl(&bed, &["get", "pods", "-n", &namespace, "-o", "wide"], None);
+    assert!(
+        wide.contains("10.244.0."),
+        "pods have addresses on the node's bridge:\n{wide}"
+    );
+
+    // Enqueue as a service would, with the key the operator made.
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let keys = secrets.get("reports-signing-key").await.expect("the key");
+    let folder = tempfile::tempdir().expect("a folder");
+    let key_file = folder.path().join("keys");
+    std::fs::write(&key_file, &keys.data.expect("data")["keys"].0).expect("write the key");
+    let table: toml::Table = toml::from_str(&format!(
+        "broker = {redis:?}\nname = {namespace:?}\nsecret_key_file = {:?}\n",
+        key_file.display().to_string()
+    ))
+    .expect("a producer's configuration");
+    let config = q8s::Config::from_table(table, "the test").expect("valid");
+    let producer = q8s::Producer::connect(config).await.expect("a producer");
+    for _ in 0..20 {
+        producer
+            .enqueue(TaskRequest::new("time.sleep").arg(0.1))
+            .await
+            .expect("enqueue");
+    }
+    let status = eventually_within("20 successes from the pods", pods_ready, || async {
+        let status = qclusters
+            .get("reports")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        let successes = status.totals.as_ref().map_or(0, |t| t.successes);
+        (successes == 20 && status.clusters.len() == 2)
+            .then_some(status.clone())
+            .ok_or(format!("{status:?}"))
+    })
+    .await;
+    for entry in &status.clusters {
+        assert_eq!(entry.host.as_deref(), Some("q8s-node"), "{entry:?}");
+        assert!(
+            entry.pod.starts_with("reports-"),
+            "the pod's name: {entry:?}"
+        );
+    }
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{:?}",
+        status.conditions
+    );
+    kubectl(
+        &bed,
+        &[
+            "delete",
+            "qcluster",
+            "reports",
+            "-n",
+            &namespace,
+            "--wait=false",
+        ],
+        None,
+    );
+    operator.abort();
+}
