@@ -198,6 +198,9 @@ EOF
     --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false \
     >"$n/kube-scheduler.log" 2>&1 &
   echo $! >"$n/kube-scheduler.pid"
+  # kubectl wait refuses a node not yet registered: wait for it to exist first.
+  testbed_wait "$n/kubelet.pid" "$Q8S_TEST_KUBECTL" --kubeconfig "$Q8S_TEST_KUBECONFIG" get node "$node_name" ||
+    { tail -30 "$n/kubelet.log" >&2; return 1; }
   "$Q8S_TEST_KUBECTL" --kubeconfig "$Q8S_TEST_KUBECONFIG" wait --for=condition=Ready "node/$node_name" \
     --timeout=120s >/dev/null || { tail -30 "$n/kubelet.log" >&2; return 1; }
   local image
