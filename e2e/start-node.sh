@@ -98,6 +98,10 @@ node_cgroups_remove() {
 
 start_kube_node() {
   local d="$testbed_dir" n="$testbed_dir/node" bin
+  if testbed_alive "$n/kubelet.pid"; then
+    echo "node: $node_name already runs ($n); stop_kube_node first" >&2
+    return 1
+  fi
   bin=$("$testbed_e2e/build-testbed.sh") || return 1
   node_install
   node_cgroups || { echo "node: cannot make the cgroup $node_cgroup" >&2; return 1; }
@@ -184,6 +188,7 @@ cpuManagerPolicy: static
 reservedSystemCPUs: "0"
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
 imageGCHighThresholdPercent: 100
+podLogsDir: $n/pod-logs
 resolvConf: ""
 EOF
   "$bin/kubelet" --config="$n/kubelet/config.yaml" --kubeconfig="$Q8S_TEST_KUBECONFIG" \

@@ -134,3 +134,136 @@ async fn a_qclusters_pods_run_on_the_node_and_work_its_queue() {
     );
     operator.abort();
 }
+
+/// The CPU list a process may run on, from `/proc/PID/status`.
+fn cpus_allowed(pid: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .map(|cpus| cpus.trim().to_string())
+}
+
+/// Every process in a cgroup folder and the folders below it.
+fn processes_under(folder: &std::path::Path) -> Vec<String> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            pids.extend(processes_under(&path));
+        } else if path.file_name().is_some_and(|name| name == "cgroup.procs") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            pids.extend(text.lines().map(str::to_string));
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_qclusters_pod_is_guaranteed_and_its_processes_sit_on_an_exclusive_core() {
+    use k8s_openapi::api::core::v1::Pod;
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some(redis) = node_redis_url() else {
+        return;
+    };
+    install(&bed);
+    let namespace = bed.namespace("qcluster-pinned").await;
+    let client = bed.client();
+    let operator = tokio::spawn(q8s_operator::reconciler::run(
+        client.clone(),
+        "q8s-worker:0.1.0".into(),
+        Some(namespace.clone()),
+        q8s_operator::reconciler::REAPPLY,
+        Default::default(),
+    ));
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis\n  namespace: {namespace}\nstringData:\n  url: {redis}\n"
+    );
+    kubectl(&bed, &["apply", "-f", "-"], Some(&secret));
+    // One worker pinned to one core: the operator asks for 1 CPU, requests equal to limits.
+    let spec = format!(
+        "  name: {namespace}\n  replicas: 1\n  workers: 1\n  cpuAffinity: 1\n  timeout: 20\n  tolerations:\n  - {{key: q8s.test/node, operator: Exists, effect: NoSchedule}}\n"
+    );
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qcluster(&namespace, "pinned", &spec)),
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
+    let pod = eventually_within(
+        "the pinned pod Running and Ready",
+        std::time::Duration::from_secs(120),
+        || async {
+            let list = pods
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .into_iter()
+                .find(|pod| {
+                    pod.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .flatten()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await;
+    let status = pod.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.qos_class.as_deref(),
+        Some("Guaranteed"),
+        "{status:?}"
+    );
+    // A Guaranteed pod's cgroup sits right under kubepods.
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let folder = std::path::PathBuf::from(format!(
+        "/sys/fs/cgroup/cpuset/q8s-testbed/kubepods/pod{uid}"
+    ));
+    // The sandbox's pause process stays in the shared pool (the CPU manager
+    // pins containers); the sentinel and its worker sit on the pod's core.
+    let cpus: Vec<(String, Option<String>)> = processes_under(&folder)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| !cmd.starts_with(b"/pause"))
+        })
+        .map(|pid| {
+            let cpus = cpus_allowed(&pid);
+            (pid, cpus)
+        })
+        .collect();
+    assert!(cpus.len() >= 2, "the sentinel and its worker: {cpus:?}");
+    let exclusive = cpus[0].1.clone().expect("a CPU list");
+    assert!(
+        cpus.iter()
+            .all(|(_, list)| list.as_deref() == Some(exclusive.as_str())),
+        "{cpus:?}"
+    );
+    assert!(
+        exclusive.parse::<u32>().is_ok(),
+        "one whole core, not a range: {exclusive}"
+    );
+    assert_ne!(exclusive, "0", "CPU 0 is the node's reserved CPU");
+    kubectl(
+        &bed,
+        &[
+            "delete",
+            "qcluster",
+            "pinned",
+            "-n",
+            &namespace,
+            "--wait=false",
+        ],
+        None,
+    );
+    operator.abort();
+}
