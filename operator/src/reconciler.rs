@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, SecretKeySelector, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -196,8 +196,10 @@ pub async fn run(
         .owns_stream(owned)
         .run(reconcile, error_policy, context)
         .for_each(|outcome| async move {
-            if let Err(error) = outcome {
-                tracing::warn!("reconcile: {error}");
+            match outcome {
+                // error_policy logged it, with its category and backoff.
+                Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(error) => tracing::warn!("controller: {error}"),
             }
         })
         .await;
@@ -295,14 +297,14 @@ async fn pass(
         .deployments
         .get(&ObjectRef::new(&name).within(&namespace))
         .map(|deployment| deployment.as_ref().clone());
-    let fresh = current.as_ref().is_some_and(|current| {
-        !needs_apply(context, &key, &desired.fingerprint(), current, &desired)
-    });
+    let fresh = current
+        .as_ref()
+        .is_some_and(|current| !needs_apply(context, &key, current, &desired));
     let deployment = match current {
         Some(current) if fresh => current,
         current => {
             let keys_now =
-                ensure_signing_key(client, &namespace, &desired.signing_key_secret).await?;
+                ensure_signing_key(context, &namespace, &desired.signing_key_secret).await?;
             if keys_now != keys {
                 context.remember(&key, |memory| memory.keys = keys_now.clone());
                 // The same spec built a moment ago: it builds again.
@@ -372,24 +374,17 @@ async fn pass(
 /// Whether what a QCluster owns must be applied: it changed, the Deployment
 /// differs from it, or the last apply is older than `reapply` (others may
 /// have edited an object, or rotated the signing keys).
-fn needs_apply(
-    context: &Context,
-    key: &str,
-    fingerprint: &str,
-    current: &Deployment,
-    desired: &Desired,
-) -> bool {
+fn needs_apply(context: &Context, key: &str, current: &Deployment, desired: &Desired) -> bool {
     let applied = context.remember(key, |memory| memory.applied.clone());
-    let fresh =
-        applied.is_some_and(|(last, at)| last == fingerprint && at.elapsed() < context.reapply);
+    let fresh = applied
+        .is_some_and(|(last, at)| last == desired.fingerprint() && at.elapsed() < context.reapply);
     !fresh
         || build::template_hash_of(current) != desired.template_hash()
-        || current.spec.as_ref().and_then(|spec| spec.replicas)
-            != desired
-                .deployment
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.replicas)
+        || replicas(current) != replicas(&desired.deployment)
+}
+
+fn replicas(deployment: &Deployment) -> Option<i32> {
+    deployment.spec.as_ref().and_then(|spec| spec.replicas)
 }
 
 /// Events for what applying `desired` over `current` changes: a scale, a rollout.
@@ -402,7 +397,6 @@ async fn announce_changes(
     let Some(current) = current else {
         return;
     };
-    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|spec| spec.replicas);
     if let (Some(from), Some(to)) = (replicas(current), replicas(&desired.deployment))
         && from != to
     {
@@ -748,18 +742,19 @@ async fn write_status(
 /// Creates the signing-key Secret with a random key when it is absent (never
 /// overwrites one); returns the [`build::keys_hash`] of the keys it holds.
 async fn ensure_signing_key(
-    client: &Client,
+    context: &Context,
     namespace: &str,
     name: &str,
 ) -> Result<String, ReconcileError> {
-    let api = Api::<Secret>::namespaced(client.clone(), namespace);
     let keys_of = |secret: &Secret| {
         let keys = secret.data.as_ref().and_then(|data| data.get(KEY_ENTRY));
         build::keys_hash(keys.map_or(&[][..], |keys| keys.0.as_slice()))
     };
-    if let Some(secret) = api.get_opt(name).await? {
+    // Read fresh: this is where a rotation is noticed.
+    if let Some(secret) = context.secret(namespace, name, true).await? {
         return Ok(keys_of(&secret));
     }
+    let api = Api::<Secret>::namespaced(context.client.clone(), namespace);
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| ReconcileError::Random(e.to_string()))?;
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
