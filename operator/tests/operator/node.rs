@@ -9,16 +9,42 @@ use q8s::TaskRequest;
 use q8s_operator::QCluster;
 use q8s_testbed::{Testbed, eventually_within};
 
-use crate::support::{install, kubectl, qcluster};
+use crate::support::{
+    broker_secret, install, kubectl, producer, qcluster, service_url, spawn_reconciler,
+};
 
-/// The Redis the node's pods reach, or `None` when the test bed has no node
-/// (`e2e/start-node.sh` exports it).
-fn node_redis_url() -> Option<String> {
-    let url = std::env::var("Q8S_TEST_NODE_REDIS_URL").ok();
-    if url.is_none() {
-        eprintln!("skipping: the test bed has no node (Q8S_TEST_NODE_REDIS_URL is not set)");
-    }
-    url
+/// The image the node has: e2e/start-node.sh builds and imports it.
+const IMAGE: &str = "q8s-worker:0.1.0";
+
+/// A QCluster `name` with `spec` (indented lines; tolerating the node's taint
+/// is added) in a namespace of its own, on the node's Redis, with its
+/// reconciler; `None` when the test bed has no node and none is required.
+async fn on_the_node(
+    bed: &Testbed,
+    test: &str,
+    name: &str,
+    spec: &str,
+) -> Option<(String, String, tokio::task::JoinHandle<()>)> {
+    let redis = service_url("Q8S_TEST_NODE_REDIS_URL", "node (e2e/start-node.sh)")?;
+    install(bed);
+    let namespace = bed.namespace(test).await;
+    let reconciler = spawn_reconciler(
+        bed.client(),
+        &namespace,
+        IMAGE,
+        q8s_operator::reconciler::REAPPLY,
+    );
+    broker_secret(bed, &namespace, &redis);
+    // The node is tainted: only what tolerates it runs there.
+    let spec = format!(
+        "  name: {namespace}\n{spec}  tolerations:\n  - {{key: q8s.test/node, operator: Exists, effect: NoSchedule}}\n"
+    );
+    kubectl(
+        bed,
+        &["apply", "-f", "-"],
+        Some(&qcluster(&namespace, name, &spec)),
+    );
+    Some((namespace, redis, reconciler))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,32 +52,13 @@ async fn a_qclusters_pods_run_on_the_node_and_work_its_queue() {
     let Some(bed) = Testbed::connect().await else {
         return;
     };
-    let Some(redis) = node_redis_url() else {
+    let spec = "  replicas: 2\n  workers: 1\n  timeout: 20\n  saveLimit: 0\n";
+    let Some((namespace, redis, operator)) =
+        on_the_node(&bed, "qcluster-node", "reports", spec).await
+    else {
         return;
     };
-    install(&bed);
-    let namespace = bed.namespace("qcluster-node").await;
     let client = bed.client();
-    let operator = tokio::spawn(q8s_operator::reconciler::run(
-        client.clone(),
-        "q8s-worker:0.1.0".into(),
-        Some(namespace.clone()),
-        q8s_operator::reconciler::REAPPLY,
-        Default::default(),
-    ));
-    let secret = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis\n  namespace: {namespace}\nstringData:\n  url: {redis}\n"
-    );
-    kubectl(&bed, &["apply", "-f", "-"], Some(&secret));
-    // The node is tainted: only what tolerates it runs there.
-    let spec = format!(
-        "  name: {namespace}\n  replicas: 2\n  workers: 1\n  timeout: 20\n  saveLimit: 0\n  tolerations:\n  - {{key: q8s.test/node, operator: Exists, effect: NoSchedule}}\n"
-    );
-    kubectl(
-        &bed,
-        &["apply", "-f", "-"],
-        Some(&qcluster(&namespace, "reports", &spec)),
-    );
     let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
     let qclusters = Api::<QCluster>::namespaced(client.clone(), &namespace);
     let pods_ready = std::time::Duration::from_secs(120);
@@ -79,13 +86,7 @@ async fn a_qclusters_pods_run_on_the_node_and_work_its_queue() {
     let folder = tempfile::tempdir().expect("a folder");
     let key_file = folder.path().join("keys");
     std::fs::write(&key_file, &keys.data.expect("data")["keys"].0).expect("write the key");
-    let table: toml::Table = toml::from_str(&format!(
-        "broker = {redis:?}\nname = {namespace:?}\nsecret_key_file = {:?}\n",
-        key_file.display().to_string()
-    ))
-    .expect("a producer's configuration");
-    let config = q8s::Config::from_table(table, "the test").expect("valid");
-    let producer = q8s::Producer::connect(config).await.expect("a producer");
+    let producer = producer(&redis, &namespace, &key_file).await;
     for _ in 0..20 {
         producer
             .enqueue(TaskRequest::new("time.sleep").arg(0.1))
@@ -168,32 +169,13 @@ async fn a_pinned_qclusters_pod_is_guaranteed_and_its_processes_sit_on_an_exclus
     let Some(bed) = Testbed::connect().await else {
         return;
     };
-    let Some(redis) = node_redis_url() else {
+    // One worker pinned to one core: the operator asks for 1 CPU, requests equal to limits.
+    let spec = "  replicas: 1\n  workers: 1\n  cpuAffinity: 1\n  timeout: 20\n";
+    let Some((namespace, _, operator)) = on_the_node(&bed, "qcluster-pinned", "pinned", spec).await
+    else {
         return;
     };
-    install(&bed);
-    let namespace = bed.namespace("qcluster-pinned").await;
     let client = bed.client();
-    let operator = tokio::spawn(q8s_operator::reconciler::run(
-        client.clone(),
-        "q8s-worker:0.1.0".into(),
-        Some(namespace.clone()),
-        q8s_operator::reconciler::REAPPLY,
-        Default::default(),
-    ));
-    let secret = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis\n  namespace: {namespace}\nstringData:\n  url: {redis}\n"
-    );
-    kubectl(&bed, &["apply", "-f", "-"], Some(&secret));
-    // One worker pinned to one core: the operator asks for 1 CPU, requests equal to limits.
-    let spec = format!(
-        "  name: {namespace}\n  replicas: 1\n  workers: 1\n  cpuAffinity: 1\n  timeout: 20\n  tolerations:\n  - {{key: q8s.test/node, operator: Exists, effect: NoSchedule}}\n"
-    );
-    kubectl(
-        &bed,
-        &["apply", "-f", "-"],
-        Some(&qcluster(&namespace, "pinned", &spec)),
-    );
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
     let pod = eventually_within(
         "the pinned pod Running and Ready",

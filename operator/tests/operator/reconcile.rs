@@ -3,7 +3,7 @@
 
 use q8s_testbed::Testbed;
 
-use crate::support::{install, qcluster, text};
+use crate::support::{install, qcluster, spawn_reconciler, text};
 
 /// The reconciler on the real apiserver: a QCluster becomes its objects and a
 /// status, a spec change reaches the pods' configuration, the signing key is
@@ -21,13 +21,12 @@ async fn a_qcluster_is_reconciled_into_its_objects_and_a_bad_spec_stalls() {
     install(&bed);
     let namespace = bed.namespace("qcluster-reconcile").await;
     let client = bed.client();
-    let operator = tokio::spawn(q8s_operator::reconciler::run(
+    let operator = spawn_reconciler(
         client.clone(),
-        "q8s-worker:test".into(),
-        Some(namespace.clone()),
+        &namespace,
+        "q8s-worker:test",
         std::time::Duration::from_secs(5),
-        Default::default(),
-    ));
+    );
     let apply = |yaml: String| {
         let output = bed.kubectl(&["apply", "-f", "-"], Some(&yaml));
         assert!(output.status.success(), "{:?}", text(&output));

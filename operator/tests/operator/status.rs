@@ -10,22 +10,9 @@ use q8s_operator::QCluster;
 use q8s_testbed::{Testbed, eventually};
 
 use crate::pod::{NODE, Pod};
-use crate::support::{events, install, kubectl, qcluster};
-
-/// The Redis of the test run, or `None` when none is configured and none is required.
-fn redis_url() -> Option<String> {
-    match std::env::var("Q8S_TEST_REDIS_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            assert!(
-                !q8s_testbed::required(),
-                "Q8S_TEST_REQUIRE_SERVICES=1 but Q8S_TEST_REDIS_URL is not set: run scripts/test"
-            );
-            eprintln!("skipping: no Redis (Q8S_TEST_REDIS_URL is not set)");
-            None
-        }
-    }
-}
+use crate::support::{
+    broker_secret, events, install, kubectl, producer, qcluster, service_url, spawn_reconciler,
+};
 
 /// The named columns of `kubectl get qcluster NAME` (wide with `-o wide`).
 fn columns(bed: &Testbed, namespace: &str, name: &str, wide: bool) -> Vec<(String, String)> {
@@ -62,13 +49,6 @@ fn number(row: &[(String, String)], name: &str) -> u64 {
     column(row, name).parse().unwrap_or(0)
 }
 
-fn set_broker_secret(bed: &Testbed, namespace: &str, url: &str) {
-    let secret = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis\n  namespace: {namespace}\nstringData:\n  url: {url}\n"
-    );
-    kubectl(bed, &["apply", "-f", "-"], Some(&secret));
-}
-
 fn reason_of(qcluster: &QCluster, type_: &str) -> Option<(String, String)> {
     qcluster
         .status
@@ -85,20 +65,19 @@ async fn the_status_comes_from_the_clusters_the_pod_template_runs_and_follows_sc
     let Some(bed) = Testbed::connect().await else {
         return;
     };
-    let Some(redis) = redis_url() else {
+    let Some(redis) = service_url("Q8S_TEST_REDIS_URL", "Redis") else {
         return;
     };
     install(&bed);
     let namespace = bed.namespace("qcluster-status").await;
     let client = bed.client();
-    let operator = tokio::spawn(q8s_operator::reconciler::run(
+    let operator = spawn_reconciler(
         client.clone(),
-        "q8s-worker:test".into(),
-        Some(namespace.clone()),
+        &namespace,
+        "q8s-worker:test",
         q8s_operator::reconciler::REAPPLY,
-        Default::default(),
-    ));
-    set_broker_secret(&bed, &namespace, &redis);
+    );
+    broker_secret(&bed, &namespace, &redis);
     // The test bed's Redis is shared: the queue is named after the namespace.
     let spec = format!(
         "  name: {namespace}\n  replicas: 2\n  workers: 2\n  recycle: 3\n  timeout: 20\n  saveLimit: 0\n"
@@ -126,13 +105,7 @@ async fn the_status_comes_from_the_clusters_the_pod_template_runs_and_follows_sc
 
     // Enqueue as any service would: the queue's broker, signed with its key.
     let keys = pods[0].folder(q8s_operator::build::KEY_DIR).join("keys");
-    let table: toml::Table = toml::from_str(&format!(
-        "broker = {redis:?}\nname = {namespace:?}\nsecret_key_file = {:?}\n",
-        keys.display().to_string()
-    ))
-    .expect("a producer's configuration");
-    let config = q8s::Config::from_table(table, "the test").expect("valid");
-    let producer = q8s::Producer::connect(config).await.expect("a producer");
+    let producer = producer(&redis, &namespace, &keys).await;
     let tasks = 60;
     for _ in 0..tasks {
         producer
@@ -224,7 +197,7 @@ async fn the_status_comes_from_the_clusters_the_pod_template_runs_and_follows_sc
     .await;
 
     // A broken broker Secret is a condition and an event, and mending it heals.
-    set_broker_secret(&bed, &namespace, "redis://127.0.0.1:1/0");
+    broker_secret(&bed, &namespace, "redis://127.0.0.1:1/0");
     eventually("BrokerReachable=False", || async {
         let qcluster = qclusters.get("reports").await.map_err(|e| e.to_string())?;
         let row = columns(&bed, &namespace, "reports", false);
@@ -240,7 +213,7 @@ async fn the_status_comes_from_the_clusters_the_pod_template_runs_and_follows_sc
         (!found.is_empty()).then_some(()).ok_or(found)
     })
     .await;
-    set_broker_secret(&bed, &namespace, &redis);
+    broker_secret(&bed, &namespace, &redis);
     eventually("BrokerReachable=True again", || async {
         let qcluster = qclusters.get("reports").await.map_err(|e| e.to_string())?;
         (reason_of(&qcluster, "BrokerReachable") == Some(("True".into(), "BrokerAnswers".into())))

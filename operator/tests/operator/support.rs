@@ -145,3 +145,55 @@ pub fn sample(text: &str, series: &str) -> f64 {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A test service's URL from `variable` (`scripts/test` exports it), or `None`
+/// when it is not configured and not required; required, its absence fails.
+pub fn service_url(variable: &str, what: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                !q8s_testbed::required(),
+                "Q8S_TEST_REQUIRE_SERVICES=1 but {variable} ({what}) is not set: run scripts/test"
+            );
+            eprintln!("skipping: no {what} ({variable} is not set)");
+            None
+        }
+    }
+}
+
+/// The reconciler of `namespace`'s QClusters, running in this test process.
+pub fn spawn_reconciler(
+    client: kube::Client,
+    namespace: &str,
+    image: &str,
+    reapply: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(q8s_operator::reconciler::run(
+        client,
+        image.into(),
+        Some(namespace.into()),
+        reapply,
+        Default::default(),
+    ))
+}
+
+/// Applies the Secret `redis` of `namespace` with the broker URL `url` under `url`.
+pub fn broker_secret(bed: &Testbed, namespace: &str, url: &str) {
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: redis\n  namespace: {namespace}\nstringData:\n  url: {url}\n"
+    );
+    kubectl(bed, &["apply", "-f", "-"], Some(&secret));
+}
+
+/// A producer for queue `queue` on `broker`, signing with the keys in `key_file`:
+/// what any service enqueueing to a QCluster holds.
+pub async fn producer(broker: &str, queue: &str, key_file: &std::path::Path) -> q8s::Producer {
+    let table: toml::Table = toml::from_str(&format!(
+        "broker = {broker:?}\nname = {queue:?}\nsecret_key_file = {:?}\n",
+        key_file.display().to_string()
+    ))
+    .expect("a producer's configuration");
+    let config = q8s::Config::from_table(table, "the test").expect("valid");
+    q8s::Producer::connect(config).await.expect("a producer")
+}
