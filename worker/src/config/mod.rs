@@ -30,6 +30,15 @@ const NON_OPTION_VARIABLES: &[&str] = &["Q8S_CONFIG", "Q8S_LOG"];
 /// Prefixes of environment variables reserved for the test suite and its test bed.
 const TEST_VARIABLE_PREFIXES: &[&str] = &["Q8S_TEST_", "Q8S_TESTBED_"];
 
+/// Whether a `Q8S_*` variable is one of q8s's own that are not options
+/// (`Q8S_CONFIG`, `Q8S_LOG`, the test suite's and its test bed's).
+fn not_an_option(variable: &str) -> bool {
+    NON_OPTION_VARIABLES.contains(&variable)
+        || TEST_VARIABLE_PREFIXES
+            .iter()
+            .any(|prefix| variable.starts_with(prefix))
+}
+
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -137,9 +146,7 @@ impl Config {
             let Some(option) = key.strip_prefix("Q8S_") else {
                 continue;
             };
-            if NON_OPTION_VARIABLES.contains(&key.as_str())
-                || TEST_VARIABLE_PREFIXES.iter().any(|p| key.starts_with(p))
-            {
+            if not_an_option(key) {
                 continue;
             }
             let option = option.to_ascii_lowercase();
@@ -502,6 +509,22 @@ mod tests {
         assert!(
             error.to_string().contains("did you mean `workers`"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn the_suites_and_test_beds_variables_are_not_taken_for_options() {
+        for variable in [
+            "Q8S_CONFIG",
+            "Q8S_TEST_REDIS_URL",
+            "Q8S_TESTBED_CONTROLLERS",
+        ] {
+            assert!(not_an_option(variable), "{variable}");
+        }
+        assert!(!not_an_option("Q8S_WORKERS"));
+        assert!(
+            !not_an_option("Q8S_SERVICE_HOST"),
+            "warned about, not silently skipped"
         );
     }
 
