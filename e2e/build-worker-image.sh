@@ -57,5 +57,7 @@ umoci config --image "$work/oci:$tag" --config.entrypoint /usr/local/bin/q8s \
   --architecture amd64 --os linux
 (cd "$work/oci" && tar -cf "$work/image.tar" .)
 mv "$work/image.tar" "$out"
+# Each q8s build makes a new one: the older archives are of no more use.
+find "$cache" -maxdepth 1 -name "q8s-worker-$tag-*.tar" ! -path "$out" -delete
 echo "worker image built: $out" >&2
 echo "$out"

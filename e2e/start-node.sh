@@ -38,12 +38,9 @@ node_install() {
 }
 
 # The sandbox ("pause") image, built here: a static Go program that waits for
-# a signal, in an OCI layout made by umoci, cached by content hash.
-node_pause_image() { # dir → prints the OCI archive's path
-  local out="$1/pause.tar" work="$1/pause"
-  [ -f "$out" ] && { echo "$out"; return 0; }
-  rm -rf "$work" && mkdir -p "$work/src" "$work/rootfs"
-  cat >"$work/src/main.go" <<'GO'
+# a signal, in an OCI layout made by umoci. Its source:
+node_pause_source() {
+  cat <<'GO'
 // Command pause holds a pod's namespaces until it is told to stop.
 package main
 
@@ -59,14 +56,30 @@ func main() {
 	<-stop
 }
 GO
+}
+
+# Prints the path of the sandbox image's OCI archive, built once into the
+# image cache (outside the clone and the data folder) by the content hash of
+# its source and tools, like the worker image.
+node_pause_image() {
+  local cache="${Q8S_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/q8s/images}" hash out work
+  hash=$({ node_pause_source; go env GOVERSION; umoci --version; } | sha256sum | cut -c1-16)
+  out="$cache/pause-3.10-$hash.tar"
+  [ -f "$out" ] && { echo "$out"; return 0; }
+  mkdir -p "$cache"
+  work=$(mktemp -d "$cache/.build-pause.XXXXXX")
+  mkdir -p "$work/src"
+  node_pause_source >"$work/src/main.go"
   (cd "$work/src" && GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod go mod init pause >/dev/null 2>&1 &&
-    GOTOOLCHAIN=local CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/pause" .) || return 1
+    GOTOOLCHAIN=local CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/pause" .) ||
+    { rm -rf "$work"; return 1; }
   umoci init --layout "$work/oci" &&
     umoci new --image "$work/oci:3.10" &&
     umoci insert --rootless --image "$work/oci:3.10" "$work/pause" /pause &&
     umoci config --image "$work/oci:3.10" --config.entrypoint /pause --config.user 65535:65535 \
-      --architecture amd64 --os linux || return 1
-  (cd "$work/oci" && tar -cf "$out" .) || return 1
+      --architecture amd64 --os linux &&
+    (cd "$work/oci" && tar -cf "$work/pause.tar" .) && mv "$work/pause.tar" "$out" ||
+    { rm -rf "$work"; return 1; }
   rm -rf "$work"
   echo "$out"
 }
@@ -111,7 +124,7 @@ start_kube_node() {
       ip addr add "$node_gateway/${node_subnet#*/}" dev "$node_bridge" &&
       ip link set "$node_bridge" up || return 1
   fi
-  mkdir -p "$n/containerd" "$n/cni/net.d" "$n/kubelet" "$n/images"
+  mkdir -p "$n/containerd" "$n/cni/net.d" "$n/kubelet"
   cat >"$n/containerd/config.toml" <<EOF
 version = 3
 root = "$n/containerd/root"
@@ -159,7 +172,7 @@ EOF
   started_kube_node=$n
   testbed_wait "$n/containerd.pid" test -S "$n/containerd/containerd.sock" || { tail -20 "$n/containerd.log" >&2; return 1; }
   local pause
-  pause=$(node_pause_image "$n/images") || return 1
+  pause=$(node_pause_image) || return 1
   "$bin/ctr" --address "$n/containerd/containerd.sock" -n k8s.io images import \
     --base-name q8s.local/pause "$pause" >/dev/null || return 1
 
