@@ -249,6 +249,8 @@ node_redis() { # node folder
     sleep 0.2
   done
   export Q8S_TEST_NODE_REDIS_URL="redis://:$password@$node_gateway:$port/0"
+  # For another shell (a cargo test run by hand): . "$n/env"
+  printf 'export Q8S_TEST_NODE_REDIS_URL=%q\n' "$Q8S_TEST_NODE_REDIS_URL" >"$n/env"
 }
 
 # Stops the node and leaves nothing behind: pods are deleted through the
@@ -270,7 +272,7 @@ stop_kube_node() {
   fi
   if [ -f "$n/redis.pid" ]; then
     kill "$(cat "$n/redis.pid")" 2>/dev/null || true
-    rm -f "$n/redis.pid"
+    rm -f "$n/redis.pid" "$n/env"
   fi
   # The network namespaces of sandboxes still there, to remove once their
   # runtime is gone (the kubelet had no time to tear them down).

@@ -83,6 +83,13 @@ testbed_certificates() {
     >"$d/apiserver.ext"
   openssl x509 -req -in "$d/apiserver.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
     -days 3650 -extfile "$d/apiserver.ext" -out "$d/apiserver.crt" 2>/dev/null
+  # The apiserver's client certificate for the node's kubelet (logs, exec).
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj /CN=kube-apiserver-kubelet-client -keyout "$d/kubelet-client.key" -out "$d/kubelet-client.csr" 2>/dev/null
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+    "extendedKeyUsage=clientAuth" >"$d/kubelet-client.ext"
+  openssl x509 -req -in "$d/kubelet-client.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$d/kubelet-client.ext" -out "$d/kubelet-client.crt" 2>/dev/null
   # The key service-account tokens are signed with (ES256).
   openssl ecparam -name prime256v1 -genkey -noout -out "$d/sa.key"
   openssl ec -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
@@ -161,6 +168,8 @@ start_kube_testbed() {
     --service-account-issuer="https://127.0.0.1:$api_port" \
     --service-account-key-file="$d/sa.pub" --service-account-signing-key-file="$d/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none --allow-privileged=true \
+    --kubelet-client-certificate="$d/kubelet-client.crt" --kubelet-client-key="$d/kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
     >"$d/kube-apiserver.log" 2>&1 &
   echo $! >"$d/kube-apiserver.pid"
 

@@ -245,6 +245,7 @@ pub fn entries_and_totals(stats: &[Stat], queued: Option<u64>) -> (Vec<ClusterEn
             running: count(stat.running),
             successes: count(stat.successes),
             failures: count(stat.failures),
+            oom_kills: count(stat.oom_kills),
             started: Time(
                 k8s_openapi::jiff::Timestamp::from_microsecond(stat.tob.timestamp_micros())
                     .unwrap_or_default(),
@@ -261,6 +262,7 @@ pub fn entries_and_totals(stats: &[Stat], queued: Option<u64>) -> (Vec<ClusterEn
         successes: entries.iter().map(|e| e.successes).sum(),
         failures: entries.iter().map(|e| e.failures).sum(),
         reincarnations: entries.iter().map(|e| e.reincarnations).sum(),
+        oom_kills: entries.iter().map(|e| e.oom_kills).sum(),
     };
     (entries, totals)
 }
@@ -307,6 +309,7 @@ mod tests {
             running: tq.min(workers as u64),
             successes: 10,
             failures: 1,
+            oom_kills: u64::from(host == "reports-b"),
             node: Some("node-a".into()),
         }
     }
@@ -330,6 +333,7 @@ mod tests {
                 successes: 20,
                 failures: 2,
                 reincarnations: 3,
+                oom_kills: 1,
             }
         );
         let mut later = stats.clone();

@@ -239,6 +239,9 @@ pub struct ClusterEntry {
     pub successes: i64,
     /// Tasks finished without success since it started.
     pub failures: i64,
+    /// Workers the kernel killed for the pod's memory limit since it started.
+    #[serde(default)]
+    pub oom_kills: i64,
     /// When it started: its uptime is now minus this, so the entry changes only when the cluster does.
     pub started: Time,
 }
@@ -264,4 +267,7 @@ pub struct Totals {
     pub failures: i64,
     /// Workers replaced.
     pub reincarnations: i64,
+    /// Workers the kernel killed for the pods' memory limit.
+    #[serde(default)]
+    pub oom_kills: i64,
 }

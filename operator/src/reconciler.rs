@@ -332,6 +332,7 @@ async fn pass(
     )
     .await?;
     let status = fleet_status(&old, qcluster, &deployment, &observed);
+    announce_oom_kills(context, qcluster, &old, &status).await;
     match (&observed, failed_before) {
         (Err(problem), false) => {
             publish(
@@ -661,6 +662,39 @@ fn is_false(status: &QClusterStatus, type_: &str) -> bool {
         .conditions
         .iter()
         .any(|c| c.type_ == type_ && c.status == "False")
+}
+
+/// A warning for each cluster whose workers the kernel killed for the pod's
+/// memory limit since the last status: the container lives on (its sentinel
+/// replaces the worker), so the pod's own status never says so.
+async fn announce_oom_kills(
+    context: &Context,
+    qcluster: &QCluster,
+    old: &QClusterStatus,
+    new: &QClusterStatus,
+) {
+    let limit = qcluster
+        .spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|limits| limits.get("memory"))
+        .map_or_else(String::new, |quantity| format!(" ({})", quantity.0));
+    for entry in &new.clusters {
+        let before = old
+            .clusters
+            .iter()
+            .find(|o| o.pod == entry.pod && o.cluster_id == entry.cluster_id)
+            .map_or(0, |o| o.oom_kills);
+        if entry.oom_kills > before {
+            let note = format!(
+                "pod {}: the kernel killed {} worker(s) for the pod's memory limit{limit}; their tasks go back to the queue. Raise spec.resources.limits.memory, lower workers, or set maxRss below the limit so workers are replaced first",
+                entry.pod,
+                entry.oom_kills - before
+            );
+            publish(context, qcluster, EventType::Warning, "OutOfMemory", &note).await;
+        }
+    }
 }
 
 /// Publishes an event about `qcluster`; an event that cannot be written is logged, never fatal.

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub packages_rejected: Family<ReasonLabel, Counter>,
     /// Worker processes replaced after a recycle, max_rss, timeout or death.
     pub reincarnations: Counter,
+    /// Workers the kernel killed for the memory limit of their cgroup (the container's).
+    pub oom_kills: Counter,
     /// Hooks not called because too many were running or waiting.
     pub hooks_dropped: Counter,
     /// Packages held in memory, not yet started.
@@ -109,6 +111,12 @@ impl Metrics {
             "Worker processes replaced after a recycle, max_rss, timeout or death",
             reincarnations.clone(),
         );
+        let oom_kills = Counter::default();
+        registry.register(
+            "worker_oom_kills",
+            "Workers the kernel killed for the memory limit of their cgroup (the container's)",
+            oom_kills.clone(),
+        );
         let hooks_dropped = Counter::default();
         registry.register(
             "hooks_dropped",
@@ -153,6 +161,7 @@ impl Metrics {
             tasks_finished,
             packages_rejected,
             reincarnations,
+            oom_kills,
             hooks_dropped,
             task_queue,
             result_queue,

@@ -165,6 +165,9 @@ pub struct Stat {
     /// Tasks finished without success since the time of birth.
     #[serde(default)]
     pub failures: u64,
+    /// Workers the kernel killed for the container's memory limit since the time of birth.
+    #[serde(default)]
+    pub oom_kills: u64,
     /// The node the cluster runs on, when it knows ([`NODE_VAR`]: on Kubernetes, the pod's node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,

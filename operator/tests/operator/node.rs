@@ -2,15 +2,20 @@
 //! built here, pass their probes, and work the queue of a real Redis on the
 //! node's bridge; the status reads them.
 
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use q8s::TaskRequest;
 use q8s_operator::QCluster;
 use q8s_testbed::{Testbed, eventually_within};
 
 use crate::support::{
-    broker_secret, install, kubectl, producer, qcluster, service_url, spawn_reconciler,
+    broker_secret, events, install, kubectl, producer, qcluster, service_url, spawn_reconciler,
 };
 
 /// The image the node has: e2e/start-node.sh builds and imports it.
@@ -58,22 +63,8 @@ async fn a_qclusters_pods_run_on_the_node_and_work_its_queue() {
     else {
         return;
     };
-    let client = bed.client();
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
-    let qclusters = Api::<QCluster>::namespaced(client.clone(), &namespace);
-    let pods_ready = std::time::Duration::from_secs(120);
-    eventually_within("two pods Running and Ready", pods_ready, || async {
-        let ready = deployments
-            .get("reports")
-            .await
-            .map_err(|e| e.to_string())?
-            .status
-            .and_then(|s| s.ready_replicas);
-        (ready == Some(2))
-            .then_some(())
-            .ok_or(format!("{ready:?} ready"))
-    })
-    .await;
+    let qclusters = Api::<QCluster>::namespaced(bed.client(), &namespace);
+    ready_replicas(&bed, &namespace, "reports", 2).await;
     let wide = kubectl(&bed, &["get", "pods", "-n", &namespace, "-o", "wide"], None);
     assert!(
         wide.contains("10.244.0."),
@@ -81,19 +72,14 @@ async fn a_qclusters_pods_run_on_the_node_and_work_its_queue() {
     );
 
     // Enqueue as a service would, with the key the operator made.
-    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-    let keys = secrets.get("reports-signing-key").await.expect("the key");
-    let folder = tempfile::tempdir().expect("a folder");
-    let key_file = folder.path().join("keys");
-    std::fs::write(&key_file, &keys.data.expect("data")["keys"].0).expect("write the key");
-    let producer = producer(&redis, &namespace, &key_file).await;
+    let (_keys, producer) = producer_of(&bed, &namespace, "reports", &redis).await;
     for _ in 0..20 {
         producer
             .enqueue(TaskRequest::new("time.sleep").arg(0.1))
             .await
             .expect("enqueue");
     }
-    let status = eventually_within("20 successes from the pods", pods_ready, || async {
+    let status = eventually_within("20 successes from the pods", PODS_READY, || async {
         let status = qclusters
             .get("reports")
             .await
@@ -121,18 +107,408 @@ async fn a_qclusters_pods_run_on_the_node_and_work_its_queue() {
         "{:?}",
         status.conditions
     );
+    // The apiserver reaches the kubelet for logs.
+    let pod = &status.clusters[0].pod;
+    let logs = kubectl(&bed, &["logs", "-n", &namespace, pod], None);
+    assert!(logs.contains("running."), "the sentinel's log:\n{logs}");
+    delete_qcluster(&bed, &namespace, "reports");
+    operator.abort();
+}
+
+/// How long pods may take to start and pass their probes.
+const PODS_READY: Duration = Duration::from_secs(120);
+
+/// Waits until Deployment `name` has `count` ready replicas.
+async fn ready_replicas(bed: &Testbed, namespace: &str, name: &str, count: i32) {
+    let deployments = Api::<Deployment>::namespaced(bed.client(), namespace);
+    eventually_within(
+        &format!("{count} pods Running and Ready"),
+        PODS_READY,
+        || async {
+            let ready = deployments
+                .get(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| s.ready_replicas);
+            (ready == Some(count))
+                .then_some(())
+                .ok_or(format!("{ready:?} ready"))
+        },
+    )
+    .await;
+}
+
+/// A producer for QCluster `name`'s queue, signing with the key the operator
+/// made (kept in the returned folder).
+async fn producer_of(
+    bed: &Testbed,
+    namespace: &str,
+    name: &str,
+    redis: &str,
+) -> (tempfile::TempDir, q8s::Producer) {
+    let secrets = Api::<Secret>::namespaced(bed.client(), namespace);
+    let keys = secrets
+        .get(&format!("{name}-signing-key"))
+        .await
+        .expect("the key");
+    let folder = tempfile::tempdir().expect("a folder");
+    let key_file = folder.path().join("keys");
+    std::fs::write(&key_file, &keys.data.expect("data")["keys"].0).expect("write the key");
+    let producer = producer(redis, namespace, &key_file).await;
+    (folder, producer)
+}
+
+fn delete_qcluster(bed: &Testbed, namespace: &str, name: &str) {
+    kubectl(
+        bed,
+        &["delete", "qcluster", name, "-n", namespace, "--wait=false"],
+        None,
+    );
+}
+
+/// An HTTP endpoint on the node's bridge that `http.request` tasks call: it
+/// notes every run of every task (its number and the pod it came from) as
+/// it arrives, so a task run twice is seen even when its result is not.
+struct Runs {
+    url: String,
+    log: Arc<Mutex<Vec<(u64, IpAddr)>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Runs {
+    /// Listens on the bridge address of the node's Redis URL.
+    async fn start(redis: &str) -> Runs {
+        let host = redis
+            .rsplit_once('@')
+            .and_then(|(_, at)| at.split(':').next())
+            .expect("the node's bridge address in its Redis URL");
+        let listener = tokio::net::TcpListener::bind((host, 0))
+            .await
+            .expect("a port on the bridge");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let log: Arc<Mutex<Vec<(u64, IpAddr)>>> = Arc::default();
+        let noted = log.clone();
+        // The task holds its worker for `hold` milliseconds, as real work would.
+        let app =
+            axum::Router::new().route(
+                "/run/{n}/{hold}",
+                axum::routing::get(
+                    move |axum::extract::Path((n, hold)): axum::extract::Path<(u64, u64)>,
+                          axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                        SocketAddr,
+                    >| {
+                        let noted = noted.clone();
+                        async move {
+                            noted.lock().expect("the log").push((n, peer.ip()));
+                            tokio::time::sleep(Duration::from_millis(hold)).await;
+                            "ok"
+                        }
+                    },
+                ),
+            );
+        let server = tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, service).await.expect("the endpoint");
+        });
+        Runs { url, log, server }
+    }
+
+    /// The `http.request` task that is run number `n` and takes `hold` ms.
+    fn task(&self, n: u64, hold: u64) -> TaskRequest {
+        TaskRequest::new("http.request").arg(format!("{}/run/{n}/{hold}", self.url))
+    }
+
+    /// The pods task `n` ran on, once per run.
+    fn of(&self, n: u64) -> Vec<IpAddr> {
+        let log = self.log.lock().expect("the log");
+        log.iter()
+            .filter(|(m, _)| *m == n)
+            .map(|(_, ip)| *ip)
+            .collect()
+    }
+
+    /// How many runs there were, and on how many pods.
+    fn count(&self) -> (usize, usize) {
+        let log = self.log.lock().expect("the log");
+        let pods: HashSet<IpAddr> = log.iter().map(|(_, ip)| *ip).collect();
+        (log.len(), pods.len())
+    }
+}
+
+impl Drop for Runs {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Waits until the broker holds nothing for `producer`'s queue, waiting or in flight.
+async fn queue_drained(producer: &q8s::Producer, limit: Duration) {
+    eventually_within("the queue empty, nothing in flight", limit, || async {
+        let broker = producer.broker();
+        let waiting = broker.queue_size().await.map_err(|e| e.to_string())?;
+        let held = broker.lock_size().await.map_err(|e| e.to_string())?;
+        (waiting == 0 && held == 0)
+            .then_some(())
+            .ok_or(format!("{waiting} waiting, {held} in flight"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_loses_no_task_and_runs_none_twice() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let spec = "  replicas: 2\n  workers: 2\n  timeout: 30\n  saveLimit: 0\n";
+    let Some((namespace, redis, operator)) =
+        on_the_node(&bed, "qcluster-rollout", "mailer", spec).await
+    else {
+        return;
+    };
+    ready_replicas(&bed, &namespace, "mailer", 2).await;
+    let (_keys, producer) = producer_of(&bed, &namespace, "mailer", &redis).await;
+    let runs = Runs::start(&redis).await;
+    // About 20 s of work for 4 workers: the rollout happens in the middle of it.
+    const TASKS: u64 = 320;
+    let tasks: Vec<TaskRequest> = (0..TASKS).map(|n| runs.task(n, 250)).collect();
+    producer.enqueue_all(tasks).await.expect("enqueue");
+    eventually_within("the pods at work", Duration::from_secs(30), || async {
+        let (done, _) = runs.count();
+        (done >= 20).then_some(()).ok_or(done)
+    })
+    .await;
+    kubectl(
+        &bed,
+        &["rollout", "restart", "deployment/mailer", "-n", &namespace],
+        None,
+    );
+    kubectl(
+        &bed,
+        &[
+            "rollout",
+            "status",
+            "deployment/mailer",
+            "-n",
+            &namespace,
+            "--timeout=180s",
+        ],
+        None,
+    );
+    queue_drained(&producer, Duration::from_secs(120)).await;
+    let (total, pods) = runs.count();
+    let twice: Vec<(u64, Vec<IpAddr>)> = (0..TASKS)
+        .map(|n| (n, runs.of(n)))
+        .filter(|(_, ran)| ran.len() != 1)
+        .collect();
+    assert!(twice.is_empty(), "tasks not run exactly once: {twice:?}");
+    assert_eq!(total as u64, TASKS);
+    assert!(
+        pods >= 3,
+        "the tasks ran on the old pods and the new ones, {pods} in all"
+    );
+    delete_qcluster(&bed, &namespace, "mailer");
+    operator.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_pod_is_deleted_mid_run_runs_again_on_another_pod() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    // A short lease (`retry`) brings the task back soon after its pod is gone.
+    let spec = "  replicas: 2\n  workers: 1\n  timeout: 10\n  receiptMargin: 2\n  retry: 12\n  saveLimit: 0\n";
+    let Some((namespace, redis, operator)) =
+        on_the_node(&bed, "qcluster-delete-pod", "indexer", spec).await
+    else {
+        return;
+    };
+    ready_replicas(&bed, &namespace, "indexer", 2).await;
+    let (_keys, producer) = producer_of(&bed, &namespace, "indexer", &redis).await;
+    let runs = Runs::start(&redis).await;
+    producer.enqueue(runs.task(1, 8000)).await.expect("enqueue");
+    let first = eventually_within("the task started", Duration::from_secs(30), || async {
+        runs.of(1).first().copied().ok_or("not yet")
+    })
+    .await;
+    let pods = Api::<Pod>::namespaced(bed.client(), &namespace);
+    let running = pods
+        .list(&Default::default())
+        .await
+        .expect("the pods")
+        .items
+        .into_iter()
+        .find(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .is_some_and(|ip| ip == first.to_string())
+        })
+        .and_then(|pod| pod.metadata.name)
+        .expect("the pod running the task");
+    // One second of grace (the kubelet gives two at least): the pod is killed
+    // long before its 8 s task can finish.
     kubectl(
         &bed,
         &[
             "delete",
-            "qcluster",
-            "reports",
+            "pod",
+            &running,
             "-n",
             &namespace,
+            "--grace-period=1",
             "--wait=false",
         ],
         None,
     );
+    let again = eventually_within("the task run again", Duration::from_secs(60), || async {
+        let ran = runs.of(1);
+        (ran.len() >= 2).then_some(ran.clone()).ok_or(ran)
+    })
+    .await;
+    queue_drained(&producer, Duration::from_secs(30)).await;
+    assert_eq!(runs.of(1).len(), 2, "run once more, not more: {again:?}");
+    assert_ne!(again[1], first, "on another pod than {running}: {again:?}");
+    delete_qcluster(&bed, &namespace, "indexer");
+    operator.abort();
+}
+
+/// The QCluster's status once `done` holds for it.
+async fn status_when(
+    bed: &Testbed,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(&q8s_operator::qcluster::QClusterStatus) -> bool,
+) -> q8s_operator::qcluster::QClusterStatus {
+    let qclusters = Api::<QCluster>::namespaced(bed.client(), namespace);
+    eventually_within(what, Duration::from_secs(90), || async {
+        let status = qclusters
+            .get(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        done(&status)
+            .then_some(status.clone())
+            .ok_or(format!("{status:?}"))
+    })
+    .await
+}
+
+/// The one pod of a QCluster with one replica: its name and its containers' restarts.
+async fn only_pod(bed: &Testbed, namespace: &str) -> (String, i32) {
+    let pods = Api::<Pod>::namespaced(bed.client(), namespace);
+    let list = pods.list(&Default::default()).await.expect("the pods");
+    assert_eq!(list.items.len(), 1, "one pod");
+    let pod = &list.items[0];
+    let restarts = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| c.restart_count)
+        .sum();
+    (pod.metadata.name.clone().unwrap_or_default(), restarts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_over_max_rss_is_replaced_inside_its_pod() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    // 64 MiB: an idle worker is far below, one holding 128 MiB far above.
+    let spec = "  replicas: 1\n  workers: 1\n  maxRss: 65536\n  timeout: 20\n  saveLimit: 0\n";
+    let Some((namespace, redis, operator)) =
+        on_the_node(&bed, "qcluster-max-rss", "thumbnails", spec).await
+    else {
+        return;
+    };
+    ready_replicas(&bed, &namespace, "thumbnails", 1).await;
+    let (_keys, producer) = producer_of(&bed, &namespace, "thumbnails", &redis).await;
+    producer
+        .enqueue(TaskRequest::new("q8s.alloc").arg(128))
+        .await
+        .expect("enqueue");
+    status_when(
+        &bed,
+        &namespace,
+        "thumbnails",
+        "the task done, its worker replaced",
+        |s| {
+            s.totals
+                .as_ref()
+                .is_some_and(|t| t.successes == 1 && t.reincarnations >= 1)
+        },
+    )
+    .await;
+    let (pod, restarts) = only_pod(&bed, &namespace).await;
+    assert_eq!(restarts, 0, "the container was not restarted");
+    let logs = kubectl(&bed, &["logs", "-n", &namespace, &pod], None);
+    assert!(logs.contains("over max_rss 65536 KiB"), "{logs}");
+    delete_qcluster(&bed, &namespace, "thumbnails");
+    operator.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_over_the_pods_memory_limit_are_reported_and_the_pod_works_on() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    // The task wants more than the pod may have; after two tries it is given up.
+    let spec = "  replicas: 1\n  workers: 1\n  timeout: 20\n  maxAttempts: 2\n  saveLimit: 0\n  resources:\n    limits: {memory: 160Mi}\n";
+    let Some((namespace, redis, operator)) =
+        on_the_node(&bed, "qcluster-oom", "exports", spec).await
+    else {
+        return;
+    };
+    ready_replicas(&bed, &namespace, "exports", 1).await;
+    let (_keys, producer) = producer_of(&bed, &namespace, "exports", &redis).await;
+    producer
+        .enqueue(TaskRequest::new("q8s.alloc").arg(400))
+        .await
+        .expect("enqueue");
+    status_when(
+        &bed,
+        &namespace,
+        "exports",
+        "the OOM kills in the status",
+        |s| s.totals.as_ref().is_some_and(|t| t.oom_kills >= 1),
+    )
+    .await;
+    eventually_within("the OutOfMemory event", Duration::from_secs(30), || async {
+        let names = events(&bed, &namespace, "OutOfMemory");
+        (!names.is_empty()).then_some(()).ok_or("none yet")
+    })
+    .await;
+    let described = kubectl(
+        &bed,
+        &["describe", "qcluster", "exports", "-n", &namespace],
+        None,
+    );
+    assert!(
+        described.contains("memory limit (160Mi)"),
+        "the event names the limit:\n{described}"
+    );
+    let (pod, restarts) = only_pod(&bed, &namespace).await;
+    assert_eq!(
+        restarts, 0,
+        "the container lives on: only its worker was killed"
+    );
+    let logs = kubectl(&bed, &["logs", "-n", &namespace, &pod], None);
+    assert!(
+        logs.contains("the kernel killed it for the container's memory limit of 160 MiB"),
+        "{logs}"
+    );
+    // The cluster goes on working.
+    producer
+        .enqueue(TaskRequest::new("time.sleep").arg(0.1))
+        .await
+        .expect("enqueue");
+    status_when(&bed, &namespace, "exports", "the next task done", |s| {
+        s.totals.as_ref().is_some_and(|t| t.successes == 1)
+    })
+    .await;
+    delete_qcluster(&bed, &namespace, "exports");
     operator.abort();
 }
 
@@ -165,7 +541,6 @@ fn processes_under(folder: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_qclusters_pod_is_guaranteed_and_its_processes_sit_on_an_exclusive_core() {
-    use k8s_openapi::api::core::v1::Pod;
     let Some(bed) = Testbed::connect().await else {
         return;
     };
@@ -177,27 +552,23 @@ async fn a_pinned_qclusters_pod_is_guaranteed_and_its_processes_sit_on_an_exclus
     };
     let client = bed.client();
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
-    let pod = eventually_within(
-        "the pinned pod Running and Ready",
-        std::time::Duration::from_secs(120),
-        || async {
-            let list = pods
-                .list(&Default::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            list.items
-                .into_iter()
-                .find(|pod| {
-                    pod.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .flatten()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
+    let pod = eventually_within("the pinned pod Running and Ready", PODS_READY, || async {
+        let list = pods
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .into_iter()
+            .find(|pod| {
+                pod.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
                 })
-                .ok_or_else(|| "not yet".to_string())
-        },
-    )
+            })
+            .ok_or_else(|| "not yet".to_string())
+    })
     .await;
     let status = pod.status.clone().unwrap_or_default();
     assert_eq!(
@@ -235,17 +606,6 @@ async fn a_pinned_qclusters_pod_is_guaranteed_and_its_processes_sit_on_an_exclus
         "one whole core, not a range: {exclusive}"
     );
     assert_ne!(exclusive, "0", "CPU 0 is the node's reserved CPU");
-    kubectl(
-        &bed,
-        &[
-            "delete",
-            "qcluster",
-            "pinned",
-            "-n",
-            &namespace,
-            "--wait=false",
-        ],
-        None,
-    );
+    delete_qcluster(&bed, &namespace, "pinned");
     operator.abort();
 }

@@ -82,6 +82,24 @@ impl Driver {
         }
     }
 
+    /// What killed a worker this slot did not stop: `status`, and the
+    /// kernel's OOM killer when it killed in this cgroup since the last look.
+    fn death(&self, status: String) -> String {
+        let Some(limit) = self
+            .shared
+            .oom
+            .as_ref()
+            .and_then(|oom| oom.killed_since_last_look())
+        else {
+            return status;
+        };
+        self.shared.metrics.oom_kills.inc();
+        let limit = limit.map_or_else(String::new, |bytes| format!(" of {} MiB", bytes >> 20));
+        format!(
+            "{status}: the kernel killed it for the container's memory limit{limit}; raise the limit, or set max_rss below it so workers are replaced first"
+        )
+    }
+
     fn reincarnation(&self) {
         self.set_pid(0);
         self.shared.metrics.reincarnations.inc();
@@ -105,7 +123,7 @@ impl Driver {
                 biased;
                 _ = self.stop.changed() => break,
                 status = current.exited() => {
-                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    let status = self.death(status.map_or_else(|e| e.to_string(), |s| s.to_string()));
                     tracing::error!("Process-1:{} {} died while idle ({status}); reincarnating", self.slot, current.pid);
                     let young = current.started.elapsed() < RESPAWN_PAUSE;
                     if let Some(dead) = worker.take() {
@@ -214,6 +232,7 @@ impl Driver {
                 true
             }
             Ok(Err(lost)) => {
+                let lost = self.death(lost.to_string());
                 self.shared.let_go(&held.receipt);
                 match self.shared.broker.requeue(&held.receipt).await {
                     Ok(()) => tracing::error!(

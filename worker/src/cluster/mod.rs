@@ -13,6 +13,7 @@ mod driver;
 mod hooks;
 mod http;
 mod monitor;
+mod oom;
 mod pipe;
 mod pusher;
 mod receipts;
@@ -93,6 +94,8 @@ pub(crate) struct Shared {
     pub held: Mutex<HashMap<Receipt, Duration>>,
     /// Worker process ids by slot (0 while a slot has none).
     pub pids: Mutex<Vec<u32>>,
+    /// The memory cgroup's OOM kills, where they can be read.
+    pub oom: Option<oom::OomWatch>,
 }
 
 impl Shared {

@@ -97,6 +97,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
         metrics,
         held: Default::default(),
         pids: std::sync::Mutex::new(vec![0; workers]),
+        oom: super::oom::OomWatch::find(),
     });
     let progress = Arc::new(Progress::default());
 

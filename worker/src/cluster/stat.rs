@@ -53,6 +53,7 @@ pub fn stat_of(
         running: progress.running.load(Ordering::SeqCst) as u64,
         successes: metrics.successes.get(),
         failures: metrics.failures.get(),
+        oom_kills: metrics.oom_kills.get(),
         node: identity.node.clone(),
     }
     .with_progress(progress)
