@@ -152,6 +152,33 @@ pub fn keys_hash(keys: &[u8]) -> String {
     short_hash(&String::from_utf8_lossy(keys))
 }
 
+/// The pods' `q8s.toml` and the configuration it reads as: the spec's own
+/// options (the engine's defaults for the rest), the queue name, HTTP for the
+/// probes and the key file, parsed here by the rules the pods will apply.
+pub fn pods_config(qcluster: &QCluster) -> Result<(toml::Table, q8s::Config), BuildError> {
+    let name = qcluster
+        .metadata
+        .name
+        .clone()
+        .ok_or(BuildError::Incomplete("name"))?;
+    let namespace = qcluster
+        .namespace()
+        .ok_or(BuildError::Incomplete("namespace"))?;
+    let spec = &qcluster.spec;
+    let origin = format!("in QCluster {namespace}/{name}");
+    let queue = spec.name.clone().unwrap_or(name);
+    let mut table = spec.options.table(&origin)?;
+    table.insert("name".into(), queue.into());
+    table.insert("http_host".into(), "0.0.0.0".into());
+    table.insert("http_port".into(), i64::from(HTTP_PORT).into());
+    table.insert(
+        "secret_key_file".into(),
+        format!("{KEY_DIR}/{KEY_ENTRY}").into(),
+    );
+    let config = q8s::Config::from_table(table.clone(), &origin)?;
+    Ok((table, config))
+}
+
 /// The objects `qcluster` should own, run from `image` unless its spec names
 /// one, its pods marked with `keys`, the [`keys_hash`] of its signing keys.
 pub fn build(qcluster: &QCluster, image: &str, keys: &str) -> Result<Desired, BuildError> {
@@ -164,20 +191,7 @@ pub fn build(qcluster: &QCluster, image: &str, keys: &str) -> Result<Desired, Bu
         .namespace()
         .ok_or(BuildError::Incomplete("namespace"))?;
     let spec = &qcluster.spec;
-    let origin = format!("in QCluster {namespace}/{name}");
-    let queue = spec.name.clone().unwrap_or_else(|| name.clone());
-    // The pods' q8s.toml: the spec's own options (the engine's defaults for
-    // the rest), the queue name, HTTP for the probes and the key file. It is
-    // parsed once here by the rules the pods will apply to it.
-    let mut table = spec.options.table(&origin)?;
-    table.insert("name".into(), queue.into());
-    table.insert("http_host".into(), "0.0.0.0".into());
-    table.insert("http_port".into(), i64::from(HTTP_PORT).into());
-    table.insert(
-        "secret_key_file".into(),
-        format!("{KEY_DIR}/{KEY_ENTRY}").into(),
-    );
-    let config = q8s::Config::from_table(table.clone(), &origin)?;
+    let (table, config) = pods_config(qcluster)?;
     let rendered = toml::to_string(&table)?;
 
     let mut labels = selector_labels(&name);

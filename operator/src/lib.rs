@@ -1,28 +1,33 @@
-//! The q8s operator: QCluster resources, their schema, their reconciler, and the process that runs it.
+//! The q8s operator: QCluster and QSchedule resources, their schemas, their
+//! reconciler and scheduler, and the process that runs them.
 //!
 //! The CRD is generated from the Rust types ([`crds`]); the engine's cluster
 //! options reach it from the engine's one declaration ([`options`]).
 
 pub mod build;
+pub mod conditions;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod options;
 pub mod qcluster;
+pub mod qschedule;
 pub mod rbac;
 pub mod reconciler;
 pub mod run;
+pub mod scheduler;
 
 pub use qcluster::{QCluster, QClusterSpec, QClusterStatus};
+pub use qschedule::{QSchedule, QScheduleSpec, QScheduleStatus};
 
 use kube::CustomResourceExt;
 
-/// The CRDs this operator serves (QSchedule joins QCluster next).
+/// The CRDs this operator serves.
 pub fn definitions()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
-    vec![QCluster::crd()]
+    vec![QCluster::crd(), QSchedule::crd()]
 }
 
 /// The CRDs as YAML documents, in the order `crds/` holds them.

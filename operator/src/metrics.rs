@@ -34,6 +34,13 @@ pub struct CategoryLabel {
     pub category: String,
 }
 
+/// Why a schedule's slot was skipped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabel {
+    /// `suspended`, `deadline` or `forbidden`.
+    pub reason: String,
+}
+
 /// One QCluster.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QClusterLabels {
@@ -55,6 +62,12 @@ pub struct Metrics {
     pub duration: Histogram,
     /// 1 while this replica holds the Lease.
     pub leader: Gauge,
+    /// QSchedule slots enqueued.
+    pub schedule_runs: Counter,
+    /// QSchedule slots skipped, by reason.
+    pub schedule_skips: Family<SkipLabel, Counter>,
+    /// QSchedule slots that could not be enqueued yet (they are tried again).
+    pub schedule_enqueue_errors: Counter,
     queued: Family<QClusterLabels, Gauge>,
     workers: Family<QClusterLabels, Gauge>,
 }
@@ -84,6 +97,24 @@ impl Default for Metrics {
             "1 while this replica holds the Lease and reconciles",
             leader.clone(),
         );
+        let schedule_runs = Counter::default();
+        registry.register(
+            "schedule_runs",
+            "QSchedule slots enqueued",
+            schedule_runs.clone(),
+        );
+        let schedule_skips = Family::default();
+        registry.register(
+            "schedule_skips",
+            "QSchedule slots skipped, by reason",
+            schedule_skips.clone(),
+        );
+        let schedule_enqueue_errors = Counter::default();
+        registry.register(
+            "schedule_enqueue_errors",
+            "QSchedule slots that could not be enqueued yet (they are tried again)",
+            schedule_enqueue_errors.clone(),
+        );
         let queued = Family::default();
         registry.register(
             "queue_depth",
@@ -102,6 +133,9 @@ impl Default for Metrics {
             errors,
             duration,
             leader,
+            schedule_runs,
+            schedule_skips,
+            schedule_enqueue_errors,
             queued,
             workers,
         }
@@ -116,6 +150,15 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// Counts `count` skipped slots.
+    pub fn skipped(&self, reason: &str, count: u64) {
+        self.schedule_skips
+            .get_or_create(&SkipLabel {
+                reason: reason.into(),
+            })
+            .inc_by(count);
     }
 
     /// Counts one failed reconcile.

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::{Secret, SecretKeySelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use q8s::config::{BrokerKind, broker_kind, redact};
 use q8s::stat::{SqlBoard, StatBoard};
@@ -65,6 +66,40 @@ impl BrokerProblem {
             BrokerProblem::Unusable(_) => "BrokerUnusable",
             BrokerProblem::Unreachable(_) => "BrokerUnreachable",
         }
+    }
+}
+
+/// The text `secret` holds under the selector's key, trimmed: the URL of the
+/// `what` (`broker` or `store`); a missing Secret or key is a problem to report.
+pub fn secret_value(
+    secret: Option<&Secret>,
+    selector: &SecretKeySelector,
+    what: &'static str,
+) -> Result<String, BrokerProblem> {
+    let Some(secret) = secret else {
+        return Err(BrokerProblem::SecretNotFound {
+            secret: selector.name.clone(),
+            key: selector.key.clone(),
+            what,
+        });
+    };
+    let Some(bytes) = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(&selector.key))
+    else {
+        return Err(BrokerProblem::KeyMissing {
+            secret: selector.name.clone(),
+            key: selector.key.clone(),
+            what,
+        });
+    };
+    match std::str::from_utf8(&bytes.0) {
+        Ok(text) => Ok(text.trim().to_string()),
+        Err(_) => Err(BrokerProblem::Unusable(format!(
+            "the key {} of Secret {} is not text; it must hold the {what}'s URL",
+            selector.key, selector.name
+        ))),
     }
 }
 

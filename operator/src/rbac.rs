@@ -22,7 +22,7 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// Everything the reconciler touches, in every namespace it watches.
+/// Everything the reconciler and the scheduler touch, in every namespace they watch.
 pub fn cluster_rules() -> Vec<PolicyRule> {
     vec![
         // The Controller lists and watches QClusters.
@@ -32,6 +32,15 @@ pub fn cluster_rules() -> Vec<PolicyRule> {
         // Owner references that block the owner's deletion need this (the
         // OwnerReferencesPermissionEnforcement admission plugin).
         rule("q8s.io", &["qclusters/finalizers"], &["update"]),
+        // The scheduler reads each QSchedule again before it acts on it,
+        // writes its status conditionally (an update carrying the
+        // resourceVersion), and deletes a Once schedule that ran.
+        rule(
+            "q8s.io",
+            &["qschedules"],
+            &["get", "list", "watch", "delete"],
+        ),
+        rule("q8s.io", &["qschedules/status"], &["update"]),
         // Owned objects are server-side applied: a patch, which needs create
         // too when the object is new; Deployments are watched to follow rollouts.
         rule(

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, SecretKeySelector, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -23,6 +23,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::build::{self, BuildError, Desired, KEY_ENTRY, MANAGED_BY};
+use crate::conditions::{condition, holds};
 use crate::metrics::Telemetry;
 use crate::observe::{self, BrokerProblem, Connections, Observation};
 use crate::qcluster::{QCluster, QClusterStatus};
@@ -461,31 +462,8 @@ async fn secret_text(
     what: &'static str,
     fresh: bool,
 ) -> Result<Result<String, BrokerProblem>, ReconcileError> {
-    let Some(secret) = context.secret(namespace, &selector.name, fresh).await? else {
-        return Ok(Err(BrokerProblem::SecretNotFound {
-            secret: selector.name.clone(),
-            key: selector.key.clone(),
-            what,
-        }));
-    };
-    let Some(bytes) = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(&selector.key))
-    else {
-        return Ok(Err(BrokerProblem::KeyMissing {
-            secret: selector.name.clone(),
-            key: selector.key.clone(),
-            what,
-        }));
-    };
-    Ok(match std::str::from_utf8(&bytes.0) {
-        Ok(text) => Ok(text.trim().to_string()),
-        Err(_) => Err(BrokerProblem::Unusable(format!(
-            "the key {} of Secret {} is not text; it must hold the {what}'s URL",
-            selector.key, selector.name
-        ))),
-    })
+    let secret = context.secret(namespace, &selector.name, fresh).await?;
+    Ok(observe::secret_value(secret.as_ref(), selector, what))
 }
 
 /// The status of a QCluster whose spec builds: its Deployment's progress and what its broker says.
@@ -531,7 +509,7 @@ pub fn fleet_status(
                 .unwrap_or_else(|| "the broker and the clusters' Stat board answer".into());
             (
                 condition(
-                    old,
+                    &old.conditions,
                     "BrokerReachable",
                     true,
                     "BrokerAnswers",
@@ -545,7 +523,7 @@ pub fn fleet_status(
         }
         Err(problem) => (
             condition(
-                old,
+                &old.conditions,
                 "BrokerReachable",
                 false,
                 problem.reason(),
@@ -559,21 +537,28 @@ pub fn fleet_status(
     };
     let ready_condition = match observed {
         Err(problem) if pods_ready => condition(
-            old,
+            &old.conditions,
             "Ready",
             false,
             problem.reason(),
             &problem.to_string(),
             generation,
         ),
-        _ => condition(old, "Ready", pods_ready, reason, &message, generation),
+        _ => condition(
+            &old.conditions,
+            "Ready",
+            pods_ready,
+            reason,
+            &message,
+            generation,
+        ),
     };
     QClusterStatus {
         observed_generation: generation,
         conditions: vec![
             ready_condition,
             condition(
-                old,
+                &old.conditions,
                 "Reconciling",
                 !pods_ready,
                 reason,
@@ -581,7 +566,7 @@ pub fn fleet_status(
                 generation,
             ),
             condition(
-                old,
+                &old.conditions,
                 "Stalled",
                 false,
                 "SpecValid",
@@ -614,7 +599,7 @@ fn paused(old: &QClusterStatus, generation: Option<i64>) -> QClusterStatus {
         .cloned()
         .collect();
     conditions.push(condition(
-        old,
+        &old.conditions,
         "Reconciling",
         false,
         "Paused",
@@ -634,16 +619,30 @@ fn stalled(old: &QClusterStatus, error: &BuildError, generation: Option<i64>) ->
     QClusterStatus {
         observed_generation: generation,
         conditions: vec![
-            condition(old, "Ready", false, error.reason(), &message, generation),
             condition(
-                old,
+                &old.conditions,
+                "Ready",
+                false,
+                error.reason(),
+                &message,
+                generation,
+            ),
+            condition(
+                &old.conditions,
                 "Reconciling",
                 false,
                 error.reason(),
                 &message,
                 generation,
             ),
-            condition(old, "Stalled", true, error.reason(), &message, generation),
+            condition(
+                &old.conditions,
+                "Stalled",
+                true,
+                error.reason(),
+                &message,
+                generation,
+            ),
         ],
         state: Some("Stalled".into()),
         ..old.clone()
@@ -651,17 +650,11 @@ fn stalled(old: &QClusterStatus, error: &BuildError, generation: Option<i64>) ->
 }
 
 fn is_true(status: &QClusterStatus, type_: &str) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+    holds(&status.conditions, type_, "True")
 }
 
 fn is_false(status: &QClusterStatus, type_: &str) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "False")
+    holds(&status.conditions, type_, "False")
 }
 
 /// A warning for each cluster whose workers the kernel killed for the pod's
@@ -718,32 +711,6 @@ async fn publish(
         .await
     {
         tracing::warn!(qcluster = %key_of(qcluster), "cannot publish the {reason} event: {error}");
-    }
-}
-
-/// A condition, keeping its last transition time when its status did not change.
-fn condition(
-    old: &QClusterStatus,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> Condition {
-    let status = if status { "True" } else { "False" }.to_string();
-    let since = old
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
-    Condition {
-        type_: type_.into(),
-        status,
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: since,
     }
 }
 

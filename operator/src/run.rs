@@ -1,5 +1,5 @@
 //! The operator process: its HTTP endpoints, leader election, and the
-//! reconciler while this replica leads.
+//! reconciler and scheduler while this replica leads.
 //!
 //! A replica that loses the Lease stops reconciling at once and waits to lead
 //! again; one told to stop (SIGTERM, SIGINT) stops reconciling, gives the
@@ -14,7 +14,7 @@ use kube::Client;
 
 use crate::leader::{Election, LEASE_DURATION};
 use crate::metrics::Telemetry;
-use crate::reconciler;
+use crate::{reconciler, scheduler};
 
 /// The name of the operator's Lease.
 pub const LEASE_NAME: &str = "q8s-operator";
@@ -112,13 +112,22 @@ pub async fn run(
             () = &mut stop => break,
         }
         telemetry.metrics.leader.set(1);
-        let reconciling = reconciler::run(
-            client.clone(),
-            settings.image.clone(),
-            settings.namespace.clone(),
-            settings.reapply,
-            telemetry.clone(),
-        );
+        let reconciling = async {
+            tokio::join!(
+                reconciler::run(
+                    client.clone(),
+                    settings.image.clone(),
+                    settings.namespace.clone(),
+                    settings.reapply,
+                    telemetry.clone(),
+                ),
+                scheduler::run(
+                    client.clone(),
+                    settings.namespace.clone(),
+                    telemetry.clone()
+                ),
+            );
+        };
         let lost = tokio::select! {
             () = reconciling => false,
             () = election.hold(&telemetry) => true,

@@ -71,6 +71,15 @@ impl Producer {
 
     /// The task a request describes and its signed package, or why the request is refused.
     pub fn pack(&self, request: TaskRequest) -> Result<(Task, Package), ClientError> {
+        self.pack_as(request, None)
+    }
+
+    /// As [`pack`](Self::pack), the task taking the id `id` (and the name it humanizes to) when given.
+    fn pack_as(
+        &self,
+        request: TaskRequest,
+        id: Option<&str>,
+    ) -> Result<(Task, Package), ClientError> {
         if request.func.trim().is_empty() {
             return Err(ClientError::Invalid(
                 "a task needs a function name, e.g. math.copysign".into(),
@@ -84,6 +93,15 @@ impl Producer {
             ));
         }
         let mut task = request.into_task();
+        if let Some(id) = id {
+            if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ClientError::Invalid(format!(
+                    "task id {id:?} must be 32 hexadecimal digits, as a UUID's"
+                )));
+            }
+            task.id = id.to_ascii_lowercase();
+            task.name = crate::humanize::humanize(&task.id);
+        }
         task.cached = Some(cached).filter(|c| *c != Cached::Off);
         let package = self.signer.pack(&task)?;
         Ok((task, package))
@@ -101,6 +119,31 @@ impl Producer {
             .enqueue(&package, self.config.timeout_for(&task))
             .await?;
         Ok(task.id)
+    }
+
+    /// Puts a task with the id `id` (32 hex digits) on the queue unless one
+    /// with that id went there in the last `window`: true when enqueued, false
+    /// when refused as a repeat. A producer that may have died after
+    /// enqueueing (the operator's schedules) enqueues again with the same id
+    /// and the task still runs once. Brokers that cannot refuse a repeat
+    /// (SQS standard queues) say so.
+    pub async fn enqueue_once(
+        &self,
+        request: TaskRequest,
+        id: &str,
+        window: std::time::Duration,
+    ) -> Result<bool, ClientError> {
+        if request.options.sync.unwrap_or(self.config.sync) {
+            return Err(ClientError::Invalid(
+                "enqueue_once takes a queued task, not a sync one".into(),
+            ));
+        }
+        let (task, package) = self.pack_as(request, Some(id))?;
+        let enqueued = self
+            .broker
+            .enqueue_once(&package, self.config.timeout_for(&task), &task.id, window)
+            .await?;
+        Ok(enqueued)
     }
 
     /// Puts many tasks on the queue in one broker call (one transaction on SQL); returns their ids.

@@ -81,7 +81,11 @@ async fn one_replica_reconciles_and_another_takes_over_when_it_dies_or_stops() {
             "q8s_operator_reconciles_total{outcome=\"broker_unreachable\"}",
         )
     };
-    assert!(reconciles(&leading) > 0.0, "the leader reconciled");
+    // The pass is counted when it ends, a moment after it applied the Deployment.
+    eventually("the leader's pass counted", || async {
+        (reconciles(&leading) > 0.0).then_some(()).ok_or("not yet")
+    })
+    .await;
     assert_eq!(reconciles(&waiting), 0.0, "the waiting replica reconciled");
 
     // The leader dies without giving the Lease up: the other takes over once it runs out.

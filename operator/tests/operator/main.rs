@@ -5,6 +5,7 @@ mod node;
 mod pod;
 mod rbac;
 mod reconcile;
+mod schedule;
 mod schema;
 mod status;
 mod support;

@@ -107,6 +107,20 @@ async fn the_operator_runs_as_its_service_account_with_exactly_its_rbac() {
     })
     .await;
 
+    // A Once schedule: read again, its status updated, deleted once it ran.
+    let once = format!(
+        "apiVersion: q8s.io/v1alpha1\nkind: QSchedule\nmetadata:\n  name: once\n  namespace: {namespace}\nspec:\n  cluster: reports\n  func: q8s.noop\n  scheduleType: Once\n"
+    );
+    kubectl(&bed, &["apply", "-f", "-"], Some(&once));
+    let schedules = Api::<q8s_operator::QSchedule>::namespaced(admin.clone(), &namespace);
+    eventually("the Once schedule run and deleted", || async {
+        match schedules.get_opt("once").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(left) => Err(format!("{:?}", left.status)),
+        }
+    })
+    .await;
+
     // Nothing it did was refused, and it serves its endpoints.
     let http = |path: &str| {
         let mut stream = std::net::TcpStream::connect(address).expect("the operator's HTTP");
@@ -157,6 +171,7 @@ async fn the_operator_runs_as_its_service_account_with_exactly_its_rbac() {
         ("get", "pods"),
         ("delete", "deployments"),
         ("update", "qclusters.q8s.io"),
+        ("update", "qschedules.q8s.io"),
         ("delete", "namespaces"),
     ] {
         let answer = bed.kubectl(

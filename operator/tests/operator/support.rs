@@ -30,6 +30,7 @@ pub fn install(bed: &Testbed) {
             "wait",
             "--for=condition=Established",
             "crd/qclusters.q8s.io",
+            "crd/qschedules.q8s.io",
             "--timeout=30s",
         ],
         None,

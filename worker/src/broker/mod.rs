@@ -125,6 +125,24 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         }
         Ok(())
     }
+    /// Puts a package on the queue unless one with `key` was put there in the
+    /// last `window`: true when it was enqueued, false when refused as a
+    /// repeat. The check and the enqueue are one step, so a producer that dies
+    /// after enqueueing can enqueue again without a task running twice.
+    async fn enqueue_once(
+        &self,
+        package: &Package,
+        timeout: Option<u64>,
+        key: &str,
+        window: Duration,
+    ) -> Result<bool, BrokerError> {
+        let _ = (package, timeout, key, window);
+        Err(BrokerError::Unsupported(format!(
+            "the {} broker cannot refuse a package it was given before: use Redis or a SQL database \
+             (on SQS, a FIFO queue) for what must be enqueued exactly once",
+            self.info().name
+        )))
+    }
     /// Takes up to `bulk` packages that are waiting or whose receipt expired.
     async fn dequeue(&self, bulk: usize) -> Result<Vec<Delivery>, BrokerError>;
     /// The task is done: remove the package.

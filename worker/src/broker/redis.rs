@@ -100,6 +100,21 @@ redis.call('LTRIM', wake, 0, 0)
 return first
 ";
 
+/// ENQUEUE for one package, unless its marker key (KEYS[6]) is set: the
+/// marker and the package go in together, or neither. Returns the package's
+/// id, or 0 when refused.
+const ENQUEUE_ONCE: &str = r"
+local seq, packages, timeouts, waiting, wake, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+if not redis.call('SET', marker, '1', 'NX', 'PX', ARGV[3]) then return 0 end
+local id = redis.call('INCR', seq)
+redis.call('HSET', packages, id, ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', timeouts, id, ARGV[2]) end
+redis.call('LPUSH', waiting, id)
+redis.call('LPUSH', wake, 1)
+redis.call('LTRIM', wake, 0, 0)
+return id
+";
+
 /// Removes a package everywhere but the waiting list (a stale id there is dropped when popped).
 const REMOVE: &str = r"
 local any_timeouts = redis.call('EXISTS', KEYS[3]) == 1
@@ -161,6 +176,7 @@ pub struct RedisBroker {
     clock: Clock,
     location: String,
     enqueue: Script,
+    enqueue_once: Script,
     put_stat: Script,
     dequeue: Script,
     remove: Script,
@@ -186,6 +202,7 @@ struct Keys {
     wake: String,
     stat_prefix: String,
     stats: String,
+    once_prefix: String,
 }
 
 impl Keys {
@@ -201,6 +218,7 @@ impl Keys {
             wake: key("wake"),
             stat_prefix: key("stat:"),
             stats: key("stats"),
+            once_prefix: key("once:"),
         }
     }
 
@@ -256,6 +274,7 @@ impl RedisBroker {
             clock,
             location: crate::config::redact(url),
             enqueue: Script::new(ENQUEUE),
+            enqueue_once: Script::new(ENQUEUE_ONCE),
             put_stat: Script::new(PUT_STAT),
             dequeue: Script::new(DEQUEUE),
             remove: Script::new(REMOVE),
@@ -345,6 +364,31 @@ impl Broker for RedisBroker {
 
     async fn enqueue_all(&self, packages: &[(Package, Option<u64>)]) -> Result<(), BrokerError> {
         self.push(packages).await.map(|_| ())
+    }
+
+    async fn enqueue_once(
+        &self,
+        package: &Package,
+        timeout: Option<u64>,
+        key: &str,
+        window: Duration,
+    ) -> Result<bool, BrokerError> {
+        let mut connection = self.connection.clone();
+        let id: i64 = self
+            .enqueue_once
+            .key(&self.keys.seq)
+            .key(&self.keys.packages)
+            .key(&self.keys.timeouts)
+            .key(&self.keys.waiting)
+            .key(&self.keys.wake)
+            .key(format!("{}{key}", self.keys.once_prefix))
+            .arg(package.as_bytes())
+            .arg(timeout.map_or(String::new(), |t| t.to_string()))
+            .arg(millis(window).max(1))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(id != 0)
     }
 
     async fn dequeue(&self, bulk: usize) -> Result<Vec<Delivery>, BrokerError> {

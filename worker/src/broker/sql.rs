@@ -128,6 +128,49 @@ impl Broker for SqlBroker {
         Ok(())
     }
 
+    async fn enqueue_once(
+        &self,
+        package: &Package,
+        timeout: Option<u64>,
+        key: &str,
+        window: Duration,
+    ) -> Result<bool, BrokerError> {
+        let now = self.clock.now_micros();
+        let until = now.saturating_add(duration_micros(window));
+        let mut transaction = self.db.pool().begin().await?;
+        sqlx::query("DELETE FROM q8s_once WHERE queue = $1 AND expires <= $2")
+            .bind(&self.queue)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        // The marker's primary key refuses a second insert while it lives;
+        // the transaction puts the marker and the package in together.
+        let marked = sqlx::query(
+            "INSERT INTO q8s_once (queue, once_key, expires) VALUES ($1, $2, $3) \
+             ON CONFLICT (queue, once_key) DO NOTHING",
+        )
+        .bind(&self.queue)
+        .bind(key)
+        .bind(until)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if marked == 0 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(self.enqueue_sql())
+            .bind(&self.queue)
+            .bind(package.as_bytes())
+            .bind(timeout.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
+            .bind(now)
+            .bind(self.channel())
+            .fetch_one(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
     async fn wait_for_work(&self, poll: Duration) {
         if self.db.dialect() != Dialect::Postgres {
             tokio::time::sleep(poll).await;

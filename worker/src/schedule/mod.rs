@@ -232,6 +232,14 @@ impl Recurrence {
     }
 }
 
+/// Every IANA time zone name schedules take, for schemas that list them.
+pub fn zone_names() -> Vec<&'static str> {
+    chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|zone| zone.name())
+        .collect()
+}
+
 /// Days in `month` of `year`.
 pub fn days_in_month(year: i32, month: u32) -> u32 {
     let (next_year, next_month) = if month == 12 {

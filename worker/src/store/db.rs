@@ -288,7 +288,7 @@ fn latest_migration(dialect: Dialect) -> i64 {
 
 /// The embedded migrations for `dialect`, in order.
 fn migrator(dialect: Dialect) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 4] = match dialect {
+    let files: [(i64, &'static str, &'static str); 5] = match dialect {
         Dialect::Sqlite => [
             (
                 1,
@@ -309,6 +309,11 @@ fn migrator(dialect: Dialect) -> Migrator {
                 4,
                 "schedules",
                 include_str!("../../migrations/sqlite/0004_schedules.sql"),
+            ),
+            (
+                5,
+                "once",
+                include_str!("../../migrations/sqlite/0005_once.sql"),
             ),
         ],
         Dialect::Postgres => [
@@ -331,6 +336,11 @@ fn migrator(dialect: Dialect) -> Migrator {
                 4,
                 "schedules",
                 include_str!("../../migrations/postgres/0004_schedules.sql"),
+            ),
+            (
+                5,
+                "once",
+                include_str!("../../migrations/postgres/0005_once.sql"),
             ),
         ],
     };

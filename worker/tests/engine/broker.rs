@@ -217,6 +217,83 @@ async fn requeued_package_comes_back_at_once_with_the_delivery_counted() {
 }
 
 #[tokio::test]
+async fn a_package_enqueued_once_is_refused_again_within_its_window_even_after_it_ran() {
+    for db in backends().await {
+        let clock = Clock::manual(Utc::now());
+        let broker = broker_on(&db, "default", &clock).await;
+        let window = Duration::from_secs(3600);
+        match broker
+            .enqueue_once(&package(1), None, "slot-1", window)
+            .await
+        {
+            Ok(enqueued) => assert!(enqueued, "{}: the first time", db.label()),
+            Err(error) => {
+                // SQS standard queues have no way to refuse a repeat: they say so.
+                assert_eq!(db.label(), "sqs", "{error}");
+                assert!(error.to_string().contains("cannot refuse"), "{error}");
+                continue;
+            }
+        }
+        let again = broker
+            .enqueue_once(&package(1), None, "slot-1", window)
+            .await;
+        assert!(!again.expect("enqueue once"), "{}: a repeat", db.label());
+        assert!(
+            broker
+                .enqueue_once(&package(2), None, "slot-2", window)
+                .await
+                .expect("enqueue once"),
+            "{}: another key",
+            db.label()
+        );
+        assert_eq!(
+            broker.queue_size().await.expect("size"),
+            2,
+            "{}",
+            db.label()
+        );
+        let other = broker_on(&db, "other", &clock).await;
+        assert!(
+            other
+                .enqueue_once(&package(1), None, "slot-1", window)
+                .await
+                .expect("enqueue once"),
+            "{}: each queue has its own keys",
+            db.label()
+        );
+        // Run and acknowledged, the package is still refused a second time.
+        for delivery in broker.dequeue(10).await.expect("dequeue") {
+            broker.acknowledge(&delivery.receipt).await.expect("ack");
+        }
+        let after = broker
+            .enqueue_once(&package(1), None, "slot-1", window)
+            .await;
+        assert!(
+            !after.expect("enqueue once"),
+            "{}: after it ran",
+            db.label()
+        );
+        assert_eq!(
+            broker.queue_size().await.expect("size"),
+            0,
+            "{}",
+            db.label()
+        );
+        if let Backend::Sql(_) = db {
+            clock.advance(window + Duration::from_secs(1));
+            let later = broker
+                .enqueue_once(&package(1), None, "slot-1", window)
+                .await;
+            assert!(
+                later.expect("enqueue once"),
+                "{}: the window is over",
+                db.label()
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn bulk_dequeue_takes_up_to_bulk_in_order() {
     for db in backends().await {
         let clock = Clock::manual(Utc::now());

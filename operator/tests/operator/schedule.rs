@@ -1,0 +1,1002 @@
+//! QSchedules on the real kube-apiserver: the operator's scheduler enqueues
+//! their slots on a QCluster whose pods (`q8s cluster` processes run as the
+//! Deployment's template says) work a real Redis and save to a real
+//! PostgreSQL, where each slot's task is looked for.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use q8s::TaskRecord;
+use q8s::schedule::{Kind, record::recurrence};
+use q8s_operator::scheduler::slot_id;
+use q8s_operator::{QSchedule, QScheduleStatus};
+use q8s_testbed::{Testbed, eventually, eventually_within};
+
+use crate::pod::Pod;
+use crate::support::{
+    Replica, broker_secret, events, install, kubectl, qcluster, service_url, spawn_reconciler, text,
+};
+
+/// A namespace with the Secrets of a QCluster on the shared Redis (its queue
+/// named after the namespace) and PostgreSQL (its store); `None` when the
+/// services are not there and none is required.
+async fn namespace_with_services(bed: &Testbed, test: &str) -> Option<(String, String, String)> {
+    let redis = service_url("Q8S_TEST_REDIS_URL", "Redis")?;
+    let postgres = service_url("Q8S_TEST_POSTGRES_URL", "PostgreSQL")?;
+    install(bed);
+    let namespace = bed.namespace(test).await;
+    broker_secret(bed, &namespace, &redis);
+    let store = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: store\n  namespace: {namespace}\nstringData:\n  url: {postgres}\n"
+    );
+    kubectl(bed, &["apply", "-f", "-"], Some(&store));
+    Some((namespace, redis, postgres))
+}
+
+/// Applies QCluster `name` (one worker, results in the store) in `namespace`.
+fn apply_qcluster(bed: &Testbed, namespace: &str, name: &str) {
+    let spec = format!(
+        "  name: {namespace}\n  store:\n    name: store\n    key: url\n  replicas: 1\n  workers: 2\n  timeout: 20\n"
+    );
+    kubectl(
+        bed,
+        &["apply", "-f", "-"],
+        Some(&qcluster(namespace, name, &spec)),
+    );
+}
+
+/// A pod of QCluster `name`, once its Deployment and signing key exist.
+async fn start_pod(bed: &Testbed, namespace: &str, name: &str) -> Pod {
+    let client = bed.client();
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let deployment = eventually("the Deployment", || deployments.get(name)).await;
+    let key = format!("{name}-signing-key");
+    eventually("the signing key", || secrets.get(&key)).await;
+    let template = deployment.spec.expect("a spec").template;
+    Pod::start(&template, &config_maps, &secrets).await
+}
+
+/// The scheduler of `namespace`'s QSchedules, running in this test process.
+fn spawn_scheduler(bed: &Testbed, namespace: &str) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(q8s_operator::scheduler::run(
+        bed.client(),
+        Some(namespace.into()),
+        Default::default(),
+    ))
+}
+
+/// A QSchedule `name` for QCluster `reports` with `spec` (indented lines).
+fn qschedule(namespace: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: q8s.io/v1alpha1\nkind: QSchedule\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  cluster: reports\n{spec}"
+    )
+}
+
+/// The QSchedule, once it exists.
+async fn get(bed: &Testbed, namespace: &str, name: &str) -> QSchedule {
+    let api = Api::<QSchedule>::namespaced(bed.client(), namespace);
+    eventually("the QSchedule", || api.get(name)).await
+}
+
+/// The QSchedule's status once `done` holds for it.
+async fn status_when(
+    bed: &Testbed,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&QScheduleStatus) -> bool,
+) -> QScheduleStatus {
+    let api = Api::<QSchedule>::namespaced(bed.client(), namespace);
+    eventually_within(what, limit, || async {
+        let status = api
+            .get(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        done(&status)
+            .then_some(status.clone())
+            .ok_or(format!("{status:?}"))
+    })
+    .await
+}
+
+fn reason(status: &QScheduleStatus, type_: &str) -> Option<(String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// The saved results of the runs of group `group`, from the store.
+async fn results(redis: &str, postgres: &str, queue: &str, group: &str) -> Vec<TaskRecord> {
+    let table: toml::Table = toml::from_str(&format!(
+        "broker = {redis:?}\nstore = {postgres:?}\nname = {queue:?}\nsecret_key = \"unused by a reader or a size check\"\n"
+    ))
+    .expect("a reader's configuration");
+    let config = q8s::Config::from_table(table, "the test").expect("valid");
+    let reader = q8s::Reader::connect(&config).await.expect("the store");
+    // Every record of the group, failed ones too.
+    reader.fetch_group(group, true).await.expect("the group")
+}
+
+/// Checks that every record is its own slot's task, run once, and returns the slots.
+fn slots_run_once(
+    records: &[TaskRecord],
+    uid: &str,
+    every: i64,
+    from: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    let mut ids = HashSet::new();
+    let mut slots = Vec::new();
+    let start = from.timestamp() - from.timestamp().rem_euclid(every);
+    for record in records {
+        assert!(
+            ids.insert(record.id.clone()),
+            "task {} saved twice",
+            record.id
+        );
+        assert_eq!(record.attempts, 1, "run once: {record:?}");
+        let slot = (0..400)
+            .filter_map(|k| DateTime::from_timestamp(start + k * every, 0))
+            .find(|slot| slot_id(uid, *slot) == record.id)
+            .unwrap_or_else(|| panic!("{} is no slot's task id", record.id));
+        slots.push(slot);
+    }
+    slots.sort();
+    slots
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_refuses_a_qschedule_that_cannot_work_and_names_the_field() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    install(&bed);
+    let namespace = bed.namespace("qschedule-refused").await;
+    let refused = |spec: &str| {
+        let output = bed.kubectl(
+            &["apply", "-f", "-"],
+            Some(&qschedule(&namespace, "bad", spec)),
+        );
+        assert!(!output.status.success(), "{spec} was accepted");
+        text(&output).1
+    };
+    let error = refused("  func: reports.daily\n  scheduleType: Cron\n");
+    assert!(
+        error.contains("spec.cron") && error.contains("needs cron"),
+        "{error}"
+    );
+    let error = refused("  func: reports.daily\n  scheduleType: Minutes\n");
+    assert!(error.contains("spec.minutes"), "{error}");
+    let error = refused("  func: reports.daily\n  scheduleType: Daily\n  timeZone: Mars/Olympus\n");
+    assert!(
+        error.contains("spec.timeZone") && error.contains("Unsupported value"),
+        "{error}"
+    );
+    let error = refused("  func: reports.daily\n  scheduleType: Fortnightly\n");
+    assert!(error.contains("spec.scheduleType"), "{error}");
+
+    // What only the engine can tell: a stalled schedule, its reason and message.
+    let scheduler = spawn_scheduler(&bed, &namespace);
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(
+            &namespace,
+            "typo",
+            "  func: reports.daily\n  scheduleType: Cron\n  cron: \"61 * * * *\"\n",
+        )),
+    );
+    let status = status_when(
+        &bed,
+        &namespace,
+        "typo",
+        "Stalled",
+        Duration::from_secs(30),
+        |s| reason(s, "Stalled") == Some(("True".into(), "InvalidSchedule".into())),
+    )
+    .await;
+    let message = &status.conditions[0].message;
+    assert!(
+        message.contains("61"),
+        "the message names the value: {message}"
+    );
+    assert!(!events(&bed, &namespace, "InvalidSchedule").is_empty());
+    scheduler.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_schedule_type_runs_next_when_the_engine_says() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    install(&bed);
+    let namespace = bed.namespace("qschedule-types").await;
+    let scheduler = spawn_scheduler(&bed, &namespace);
+    // Anchored in the past, suspended: each slot up to now is skipped and
+    // counted, and the next run is the engine's next slot after now.
+    let anchor = "2026-03-29T01:30:00Z"; // 03:30 in Berlin, the morning clocks went forward
+    let types: [(&str, &str, Kind); 9] = [
+        ("once", "Once", Kind::Once),
+        ("minutes", "Minutes\n  minutes: 7", Kind::Minutes(7)),
+        ("hourly", "Hourly", Kind::Hourly),
+        ("daily", "Daily", Kind::Daily),
+        ("weekly", "Weekly", Kind::Weekly),
+        ("monthly", "Monthly", Kind::Monthly),
+        ("quarterly", "Quarterly", Kind::Quarterly),
+        ("yearly", "Yearly", Kind::Yearly),
+        (
+            "cron",
+            "Cron\n  cron: \"30 2 * * 0\"",
+            Kind::from_parts("cron", None, Some("30 2 * * 0")).expect("cron"),
+        ),
+    ];
+    let before = Utc::now();
+    for (name, kind, _) in &types {
+        let spec = format!(
+            "  func: reports.{name}\n  scheduleType: {kind}\n  timeZone: Europe/Berlin\n  nextRun: \"{anchor}\"\n  suspend: true\n"
+        );
+        kubectl(
+            &bed,
+            &["apply", "-f", "-"],
+            Some(&qschedule(&namespace, name, &spec)),
+        );
+    }
+    let anchor: DateTime<Utc> = anchor.parse().expect("a time");
+    for (name, _, kind) in types {
+        let timing = recurrence(kind.clone(), "Europe/Berlin", anchor).expect("valid");
+        let status = status_when(
+            &bed,
+            &namespace,
+            name,
+            "its next run",
+            Duration::from_secs(30),
+            |s| s.next_run.is_some(),
+        )
+        .await;
+        let after = Utc::now();
+        // Each slot from the anchor to now, by the engine's arithmetic.
+        let slots_until = |now: DateTime<Utc>| {
+            // The first slot: the anchor, or (cron) its first match from the anchor on.
+            let mut slot = timing.next_after(anchor - chrono::Duration::seconds(1));
+            let mut count = 0;
+            while let Some(at) = slot.filter(|at| *at <= now) {
+                count += 1;
+                slot = timing.next_after(at);
+            }
+            (count, slot)
+        };
+        let next = status
+            .next_run
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp_micros(t.0.as_microsecond()));
+        let expected = [slots_until(before), slots_until(after)];
+        if kind == Kind::Once {
+            assert_eq!(status.skipped, 1, "{name}: {status:?}");
+            continue;
+        }
+        assert!(
+            expected
+                .iter()
+                .any(|(count, slot)| *slot == next && *count == status.skipped),
+            "{name}: next {next:?}, skipped {}, the engine says {expected:?}",
+            status.skipped
+        );
+    }
+    scheduler.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seconds_cron_runs_each_slot_once_on_a_real_cluster() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some((namespace, redis, postgres)) = namespace_with_services(&bed, "qschedule-cron").await
+    else {
+        return;
+    };
+    let reconciler = spawn_reconciler(
+        bed.client(),
+        &namespace,
+        "q8s-worker:test",
+        q8s_operator::reconciler::REAPPLY,
+    );
+    let scheduler = spawn_scheduler(&bed, &namespace);
+    apply_qcluster(&bed, &namespace, "reports");
+    let _pod = start_pod(&bed, &namespace, "reports").await;
+    let from = Utc::now();
+    let spec = format!(
+        "  func: q8s.echo\n  args: [\"tick\"]\n  scheduleType: Cron\n  cron: \"*/2 * * * * *\"\n  timeZone: America/New_York\n  group: {namespace}-ticks\n"
+    );
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(&namespace, "ticks", &spec)),
+    );
+    let uid = get(&bed, &namespace, "ticks")
+        .await
+        .metadata
+        .uid
+        .expect("a uid");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    kubectl(
+        &bed,
+        &[
+            "patch",
+            "qschedule",
+            "ticks",
+            "-n",
+            &namespace,
+            "--type=merge",
+            "-p",
+            "{\"spec\":{\"suspend\":true}}",
+        ],
+        None,
+    );
+    let status = status_when(
+        &bed,
+        &namespace,
+        "ticks",
+        "suspended",
+        Duration::from_secs(30),
+        |s| reason(s, "Ready").is_some_and(|(_, r)| r == "Suspended"),
+    )
+    .await;
+    assert!(
+        (28..=32).contains(&status.runs),
+        "a slot every 2 s for a minute: {status:?}"
+    );
+    let group = format!("{namespace}-ticks");
+    let records = eventually("every run's result", || async {
+        let records = results(&redis, &postgres, &namespace, &group).await;
+        (records.len() as i64 == status.runs)
+            .then_some(records.clone())
+            .ok_or(format!("{} of {} results", records.len(), status.runs))
+    })
+    .await;
+    let slots = slots_run_once(&records, &uid, 2, from);
+    for pair in slots.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(2),
+            "no slot missed: {slots:?}"
+        );
+    }
+    let last = status.last_task.expect("the last task");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.id == last.id && r.name == last.name)
+    );
+    // lastTask read back with `q8s fetch`, as a platform engineer would.
+    let fetched = std::process::Command::new(crate::pod::q8s_binary())
+        .args([
+            "--set",
+            &format!("broker={redis}"),
+            "--set",
+            &format!("store={postgres}"),
+        ])
+        .args(["--set", &format!("name={namespace}"), "fetch", &last.name])
+        .output()
+        .expect("q8s fetch runs");
+    let (out, err) = text(&fetched);
+    assert!(fetched.status.success(), "{out}{err}");
+    assert!(out.contains(&last.id) && out.contains("\"tick\""), "{out}");
+    let status = status_when(
+        &bed,
+        &namespace,
+        "ticks",
+        "lastSuccess",
+        Duration::from_secs(30),
+        |s| s.last_success == Some(true),
+    )
+    .await;
+    assert_eq!(status.pending, Vec::new());
+    let table = kubectl(&bed, &["get", "qschedules", "-n", &namespace], None);
+    for column in [
+        "CLUSTER", "FUNC", "TYPE", "NEXT RUN", "LAST RUN", "SUCCESS", "AGE",
+    ] {
+        assert!(table.contains(column), "{table}");
+    }
+    assert!(
+        table.contains("q8s.echo") && table.contains("Cron") && table.contains("true"),
+        "{table}"
+    );
+    scheduler.abort();
+    reconciler.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_schedule_skips_its_slots_and_resumes_without_catching_up() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some((namespace, _redis, _postgres)) =
+        namespace_with_services(&bed, "qschedule-suspend").await
+    else {
+        return;
+    };
+    let reconciler = spawn_reconciler(
+        bed.client(),
+        &namespace,
+        "q8s-worker:test",
+        q8s_operator::reconciler::REAPPLY,
+    );
+    let scheduler = spawn_scheduler(&bed, &namespace);
+    apply_qcluster(&bed, &namespace, "reports");
+    let spec = "  func: q8s.noop\n  scheduleType: Cron\n  cron: \"*/2 * * * * *\"\n";
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(&namespace, "ticks", spec)),
+    );
+    let patch = |suspend: bool| {
+        kubectl(
+            &bed,
+            &[
+                "patch",
+                "qschedule",
+                "ticks",
+                "-n",
+                &namespace,
+                "--type=merge",
+                "-p",
+                &format!("{{\"spec\":{{\"suspend\":{suspend}}}}}"),
+            ],
+            None,
+        );
+    };
+    let running = status_when(
+        &bed,
+        &namespace,
+        "ticks",
+        "two runs",
+        Duration::from_secs(30),
+        |s| s.runs >= 2,
+    )
+    .await;
+    patch(true);
+    let suspended = status_when(
+        &bed,
+        &namespace,
+        "ticks",
+        "suspended",
+        Duration::from_secs(30),
+        |s| reason(s, "Ready").is_some_and(|(_, r)| r == "Suspended"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let still = get(&bed, &namespace, "ticks")
+        .await
+        .status
+        .unwrap_or_default();
+    assert_eq!(still.runs, suspended.runs, "no run while suspended");
+    assert!(
+        still.skipped >= suspended.skipped + 2,
+        "the slots that passed are skipped: {still:?}"
+    );
+    patch(false);
+    let resumed = status_when(
+        &bed,
+        &namespace,
+        "ticks",
+        "running again",
+        Duration::from_secs(30),
+        |s| s.runs > still.runs,
+    )
+    .await;
+    assert!(
+        resumed.runs <= still.runs + 2,
+        "the suspended slots are not caught up: {resumed:?}"
+    );
+    assert!(running.runs >= 2);
+    scheduler.abort();
+    reconciler.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbid_skips_slots_while_the_slow_run_has_no_result() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some((namespace, redis, postgres)) =
+        namespace_with_services(&bed, "qschedule-forbid").await
+    else {
+        return;
+    };
+    let reconciler = spawn_reconciler(
+        bed.client(),
+        &namespace,
+        "q8s-worker:test",
+        q8s_operator::reconciler::REAPPLY,
+    );
+    let scheduler = spawn_scheduler(&bed, &namespace);
+    apply_qcluster(&bed, &namespace, "reports");
+    let _pod = start_pod(&bed, &namespace, "reports").await;
+    let spec = format!(
+        "  func: time.sleep\n  args: [5]\n  scheduleType: Cron\n  cron: \"*/2 * * * * *\"\n  concurrencyPolicy: Forbid\n  group: {namespace}-slow\n"
+    );
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(&namespace, "slow", &spec)),
+    );
+    let status = status_when(
+        &bed,
+        &namespace,
+        "slow",
+        "three runs",
+        Duration::from_secs(60),
+        |s| s.runs >= 3,
+    )
+    .await;
+    assert!(
+        status.skipped >= 4,
+        "slots skipped while a run had no result: {status:?}"
+    );
+    kubectl(
+        &bed,
+        &[
+            "patch",
+            "qschedule",
+            "slow",
+            "-n",
+            &namespace,
+            "--type=merge",
+            "-p",
+            "{\"spec\":{\"suspend\":true}}",
+        ],
+        None,
+    );
+    let mut records = eventually("the runs' results", || async {
+        let records = results(&redis, &postgres, &namespace, &format!("{namespace}-slow")).await;
+        (records.len() >= 3)
+            .then_some(records.clone())
+            .ok_or(records.len())
+    })
+    .await;
+    records.sort_by_key(|r| r.started);
+    for pair in records.windows(2) {
+        assert!(pair[1].started >= pair[0].stopped, "runs overlap: {pair:?}");
+    }
+    assert!(!events(&bed, &namespace, "SlotsSkipped").is_empty());
+    scheduler.abort();
+    reconciler.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_operator_was_down_catch_up_runs_every_missed_slot_or_only_one() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some((namespace, _redis, _postgres)) =
+        namespace_with_services(&bed, "qschedule-catch-up").await
+    else {
+        return;
+    };
+    let reconciler = spawn_reconciler(
+        bed.client(),
+        &namespace,
+        "q8s-worker:test",
+        q8s_operator::reconciler::REAPPLY,
+    );
+    apply_qcluster(&bed, &namespace, "reports");
+    for (name, catch_up) in [("every", true), ("last", false)] {
+        let spec = format!(
+            "  func: q8s.noop\n  scheduleType: Cron\n  cron: \"*/2 * * * * *\"\n  catchUp: {catch_up}\n"
+        );
+        kubectl(
+            &bed,
+            &["apply", "-f", "-"],
+            Some(&qschedule(&namespace, name, &spec)),
+        );
+    }
+    let scheduler = spawn_scheduler(&bed, &namespace);
+    for name in ["every", "last"] {
+        status_when(
+            &bed,
+            &namespace,
+            name,
+            "a run",
+            Duration::from_secs(30),
+            |s| s.runs >= 1,
+        )
+        .await;
+    }
+    scheduler.abort();
+    let _ = scheduler.await;
+    let down: Vec<QScheduleStatus> = [
+        get(&bed, &namespace, "every").await,
+        get(&bed, &namespace, "last").await,
+    ]
+    .into_iter()
+    .map(|qs| qs.status.unwrap_or_default())
+    .collect();
+    // Down for about five slots.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let restarted = Utc::now().timestamp();
+    let scheduler = spawn_scheduler(&bed, &namespace);
+    let seconds = |time: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        time.as_ref().map_or(0, |t| t.0.as_second())
+    };
+    let every = status_when(
+        &bed,
+        &namespace,
+        "every",
+        "caught up",
+        Duration::from_secs(30),
+        |s| seconds(&s.last_run) >= restarted - 2,
+    )
+    .await;
+    let slots = (seconds(&every.last_run) - seconds(&down[0].last_run)) / 2;
+    assert!(
+        slots >= 4,
+        "down for about five slots: {every:?} after {:?}",
+        down[0]
+    );
+    assert_eq!(
+        every.runs - down[0].runs,
+        slots,
+        "catchUp: every slot since the last run: {every:?}"
+    );
+    let last = status_when(
+        &bed,
+        &namespace,
+        "last",
+        "running again",
+        Duration::from_secs(30),
+        |s| s.runs > down[1].runs,
+    )
+    .await;
+    assert_eq!(
+        last.runs,
+        down[1].runs + 1,
+        "no catchUp: one run for all the missed slots: {last:?}"
+    );
+    assert!(
+        seconds(&last.next_run) >= restarted,
+        "then on time: {last:?}"
+    );
+    scheduler.abort();
+    reconciler.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_right_after_an_enqueue_does_not_run_the_slot_twice() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some((namespace, redis, postgres)) = namespace_with_services(&bed, "qschedule-kill").await
+    else {
+        return;
+    };
+    let operator = |pause: Option<u64>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_q8s-operator"));
+        command
+            .args([
+                "run",
+                "--namespace",
+                &namespace,
+                "--lease-namespace",
+                &namespace,
+            ])
+            .env(
+                "KUBECONFIG",
+                std::env::var("Q8S_TEST_KUBECONFIG").expect("the kubeconfig"),
+            )
+            .env("Q8S_WORKER_IMAGE", "q8s-worker:test")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(pause) = pause {
+            command.env("Q8S_TEST_PAUSE_AFTER_ENQUEUE", pause.to_string());
+        }
+        command.spawn().expect("the operator starts")
+    };
+    let mut first = operator(Some(600));
+    apply_qcluster(&bed, &namespace, "reports");
+    let spec = format!(
+        "  func: q8s.echo\n  args: [1]\n  scheduleType: Once\n  repeats: 1\n  group: {namespace}-once\n"
+    );
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(&namespace, "once", &spec)),
+    );
+    // Written down, enqueued, not recorded: the point to kill it at.
+    let pending = status_when(
+        &bed,
+        &namespace,
+        "once",
+        "the slot pending",
+        Duration::from_secs(60),
+        |s| !s.pending.is_empty(),
+    )
+    .await;
+    let table: toml::Table = toml::from_str(&format!(
+        "broker = {redis:?}\nname = {namespace:?}\nsecret_key = \"unused by a reader or a size check\"\n"
+    ))
+    .expect("a configuration");
+    let config = q8s::Config::from_table(table, "the test").expect("valid");
+    let broker = q8s::broker::connect(&config, None)
+        .await
+        .expect("the broker")
+        .queue;
+    eventually("the slot's package in the broker", || async {
+        let size = broker.queue_size().await.map_err(|e| e.to_string())?;
+        (size == 1).then_some(()).ok_or(format!("{size} packages"))
+    })
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    let _ = first.wait();
+    // A new operator once the old Lease ran out: it finds the slot pending.
+    let mut second = operator(None);
+    let done = status_when(
+        &bed,
+        &namespace,
+        "once",
+        "the slot recorded",
+        Duration::from_secs(90),
+        |s| s.runs == 1 && s.pending.is_empty(),
+    )
+    .await;
+    assert_eq!(
+        broker.queue_size().await.expect("size"),
+        1,
+        "enqueued again, refused as a repeat"
+    );
+    assert_eq!(
+        done.last_task.as_ref().map(|t| t.id.clone()),
+        Some(pending.pending[0].id.clone())
+    );
+    let _pod = start_pod(&bed, &namespace, "reports").await;
+    let records = eventually("its result", || async {
+        let records = results(&redis, &postgres, &namespace, &format!("{namespace}-once")).await;
+        (!records.is_empty())
+            .then_some(records.clone())
+            .ok_or("none yet")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].attempts, 1);
+    assert_eq!(broker.queue_size().await.expect("size"), 0);
+    let _ = second.kill();
+    let _ = second.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_with_leader_election_run_no_slot_twice() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some((namespace, redis, postgres)) =
+        namespace_with_services(&bed, "qschedule-leader").await
+    else {
+        return;
+    };
+    let lease = Duration::from_secs(4);
+    let mut replicas = vec![
+        Replica::start(bed.client(), &namespace, lease, None),
+        Replica::start(bed.client(), &namespace, lease, None),
+    ];
+    apply_qcluster(&bed, &namespace, "reports");
+    let _pod = start_pod(&bed, &namespace, "reports").await;
+    let from = Utc::now();
+    let spec = format!(
+        "  func: q8s.noop\n  scheduleType: Cron\n  cron: \"*/2 * * * * *\"\n  group: {namespace}-ticks\n"
+    );
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(&namespace, "ticks", &spec)),
+    );
+    let uid = get(&bed, &namespace, "ticks")
+        .await
+        .metadata
+        .uid
+        .expect("a uid");
+    status_when(
+        &bed,
+        &namespace,
+        "ticks",
+        "runs",
+        Duration::from_secs(60),
+        |s| s.runs >= 3,
+    )
+    .await;
+    // The leader dies without giving up its Lease; the other takes over.
+    let leader = replicas.iter().position(|r| r.leads()).expect("a leader");
+    replicas.remove(leader).kill();
+    let before = get(&bed, &namespace, "ticks")
+        .await
+        .status
+        .unwrap_or_default();
+    status_when(
+        &bed,
+        &namespace,
+        "ticks",
+        "runs after the takeover",
+        Duration::from_secs(60),
+        |s| s.runs >= before.runs + 5,
+    )
+    .await;
+    kubectl(
+        &bed,
+        &[
+            "patch",
+            "qschedule",
+            "ticks",
+            "-n",
+            &namespace,
+            "--type=merge",
+            "-p",
+            "{\"spec\":{\"suspend\":true}}",
+        ],
+        None,
+    );
+    let status = status_when(
+        &bed,
+        &namespace,
+        "ticks",
+        "suspended",
+        Duration::from_secs(30),
+        |s| reason(s, "Ready").is_some_and(|(_, r)| r == "Suspended"),
+    )
+    .await;
+    let group = format!("{namespace}-ticks");
+    let records = eventually("every run's result", || async {
+        let records = results(&redis, &postgres, &namespace, &group).await;
+        (records.len() as i64 == status.runs)
+            .then_some(records.clone())
+            .ok_or(format!("{} of {} results", records.len(), status.runs))
+    })
+    .await;
+    let slots = slots_run_once(&records, &uid, 2, from);
+    // The new leader caught up the slots that passed during the takeover.
+    for pair in slots.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(2),
+            "every slot once: {slots:?}"
+        );
+    }
+    for replica in replicas {
+        replica.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_once_schedule_with_negative_repeats_is_deleted_after_it_runs() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some((namespace, redis, postgres)) = namespace_with_services(&bed, "qschedule-once").await
+    else {
+        return;
+    };
+    let reconciler = spawn_reconciler(
+        bed.client(),
+        &namespace,
+        "q8s-worker:test",
+        q8s_operator::reconciler::REAPPLY,
+    );
+    let scheduler = spawn_scheduler(&bed, &namespace);
+    apply_qcluster(&bed, &namespace, "reports");
+    let _pod = start_pod(&bed, &namespace, "reports").await;
+    let spec = format!(
+        "  func: q8s.echo\n  args: [\"once\"]\n  scheduleType: Once\n  group: {namespace}-once\n"
+    );
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(&namespace, "once", &spec)),
+    );
+    let api = Api::<QSchedule>::namespaced(bed.client(), &namespace);
+    eventually_within("the QSchedule deleted", Duration::from_secs(60), || async {
+        match api.get_opt("once").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(qs) => Err(format!("{:?}", qs.status)),
+        }
+    })
+    .await;
+    let records = eventually("its result", || async {
+        let records = results(&redis, &postgres, &namespace, &format!("{namespace}-once")).await;
+        (!records.is_empty())
+            .then_some(records.clone())
+            .ok_or("none yet")
+    })
+    .await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].result, serde_json::json!("once"));
+    scheduler.abort();
+    reconciler.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_for_a_missing_qcluster_waits_then_runs_when_it_appears() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some((namespace, redis, postgres)) = namespace_with_services(&bed, "qschedule-waits").await
+    else {
+        return;
+    };
+    let reconciler = spawn_reconciler(
+        bed.client(),
+        &namespace,
+        "q8s-worker:test",
+        q8s_operator::reconciler::REAPPLY,
+    );
+    let scheduler = spawn_scheduler(&bed, &namespace);
+    let spec = format!(
+        "  func: q8s.echo\n  args: [\"hello\"]\n  scheduleType: Minutes\n  minutes: 60\n  group: {namespace}-hourly\n"
+    );
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(&namespace, "hourly", &spec)),
+    );
+    let waiting = status_when(
+        &bed,
+        &namespace,
+        "hourly",
+        "waiting for its QCluster",
+        Duration::from_secs(30),
+        |s| reason(s, "Stalled") == Some(("True".into(), "ClusterNotFound".into())),
+    )
+    .await;
+    assert_eq!(waiting.runs, 0);
+    assert!(
+        waiting
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("QCluster reports"))
+    );
+    apply_qcluster(&bed, &namespace, "reports");
+    let _pod = start_pod(&bed, &namespace, "reports").await;
+    let ran = status_when(
+        &bed,
+        &namespace,
+        "hourly",
+        "its first run",
+        Duration::from_secs(60),
+        |s| s.runs == 1 && reason(s, "Ready") == Some(("True".into(), "Scheduled".into())),
+    )
+    .await;
+    let next = ran.next_run.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+    let last = ran.last_run.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+    assert_eq!(
+        next - last,
+        3600,
+        "the next run an hour after the first: {ran:?}"
+    );
+    let records = eventually("its result", || async {
+        let records = results(
+            &redis,
+            &postgres,
+            &namespace,
+            &format!("{namespace}-hourly"),
+        )
+        .await;
+        (!records.is_empty())
+            .then_some(records.clone())
+            .ok_or("none yet")
+    })
+    .await;
+    assert_eq!(records[0].result, serde_json::json!("hello"));
+    scheduler.abort();
+    reconciler.abort();
+}
