@@ -30,7 +30,8 @@ use serde_json::{Map, Value, json};
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
     printcolumn(name = "Func", type_ = "string", json_path = ".spec.func"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.scheduleType"),
-    printcolumn(name = "Next Run", type_ = "date", json_path = ".status.nextRun"),
+    // A date column shows a time to come as "<invalid>": the next run is shown as written.
+    printcolumn(name = "Next Run", type_ = "string", json_path = ".status.nextRun"),
     printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastRun"),
     printcolumn(name = "Success", type_ = "boolean", json_path = ".status.lastSuccess"),
     printcolumn(

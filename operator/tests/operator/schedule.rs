@@ -1000,3 +1000,68 @@ async fn a_schedule_for_a_missing_qcluster_waits_then_runs_when_it_appears() {
     scheduler.abort();
     reconciler.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_whose_broker_does_not_answer_waits_then_catches_up() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some((namespace, redis, _postgres)) =
+        namespace_with_services(&bed, "qschedule-unreachable").await
+    else {
+        return;
+    };
+    // A port nothing listens on: the broker does not answer.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    broker_secret(&bed, &namespace, &format!("redis://127.0.0.1:{closed}/0"));
+    let reconciler = spawn_reconciler(
+        bed.client(),
+        &namespace,
+        "q8s-worker:test",
+        q8s_operator::reconciler::REAPPLY,
+    );
+    let scheduler = spawn_scheduler(&bed, &namespace);
+    apply_qcluster(&bed, &namespace, "reports");
+    let spec = "  func: q8s.noop\n  scheduleType: Cron\n  cron: \"*/2 * * * * *\"\n";
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(&namespace, "ticks", spec)),
+    );
+    let waiting = status_when(
+        &bed,
+        &namespace,
+        "ticks",
+        "waiting for the broker",
+        Duration::from_secs(30),
+        |s| reason(s, "Stalled") == Some(("True".into(), "BrokerUnreachable".into())),
+    )
+    .await;
+    assert_eq!(waiting.runs, 0);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The broker answers again: the slots that passed run (catchUp), then on time.
+    broker_secret(&bed, &namespace, &redis);
+    let seconds = |time: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        time.as_ref().map_or(0, |t| t.0.as_second())
+    };
+    let caught_up = status_when(
+        &bed,
+        &namespace,
+        "ticks",
+        "caught up",
+        Duration::from_secs(60),
+        |s| reason(s, "Ready") == Some(("True".into(), "Scheduled".into())) && s.runs >= 5,
+    )
+    .await;
+    let first = seconds(&waiting.next_run);
+    assert_eq!(
+        caught_up.runs,
+        (seconds(&caught_up.last_run) - first) / 2 + 1,
+        "every slot from the first on: {caught_up:?}"
+    );
+    scheduler.abort();
+    reconciler.abort();
+}

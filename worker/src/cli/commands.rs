@@ -12,7 +12,7 @@ use crate::producer::Producer;
 use crate::reader::Reader;
 use crate::registry::Registry;
 use crate::request::TaskRequest;
-use crate::task::TaskRecord;
+use crate::task::{Cached, TaskRecord};
 
 /// Largest `--wait` accepted: a day.
 const MAX_WAIT_SECONDS: f64 = 86_400.0;
@@ -127,8 +127,24 @@ pub(super) async fn result(config: Config, id: &str, wait: Option<f64>) -> Resul
 }
 
 pub(super) async fn fetch(config: Config, id: &str) -> Result<Exit, Failure> {
-    let reader = Reader::connect(&config).await?;
-    match reader.fetch(id).await? {
+    // With `cached`, as the seed's fetch(cached=True): the cache alone, so a
+    // store this machine cannot reach (each pod's SQLite file) is not opened.
+    let cache = if config.cached != Cached::Off {
+        crate::broker::result_cache(&config)
+            .await
+            .map_err(ClientError::from)?
+    } else {
+        None
+    };
+    let found = match cache {
+        Some(cache) => cache
+            .cached_result(id)
+            .await
+            .map_err(ClientError::from)?
+            .and_then(|json| serde_json::from_str::<TaskRecord>(&json).ok()),
+        None => Reader::connect(&config).await?.fetch(id).await?,
+    };
+    match found {
         Some(record) => {
             print_json(&record, true)?;
             Ok(Exit::Ok)

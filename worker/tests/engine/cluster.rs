@@ -1139,6 +1139,25 @@ async fn cached_results_live_in_redis_and_are_read_back_from_there() {
             .len(),
         4
     );
+    // `q8s fetch` with `cached` reads the cache alone: a store it cannot
+    // open (each pod's file, on Kubernetes) is not in the way.
+    let fetched = std::process::Command::new(q8s_binary())
+        .args(["--set", &broker, "--set", &name, "--set", "cached=true"])
+        .args([
+            "--set",
+            "store=sqlite:///nonexistent/folder/q8s.db",
+            "fetch",
+            &ids[0],
+        ])
+        .output()
+        .expect("q8s fetch runs");
+    let out = String::from_utf8_lossy(&fetched.stdout);
+    assert!(
+        fetched.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    assert!(out.contains(&ids[0]) && out.contains("-2.0"), "{out}");
     // A SQL broker has no cache: asking for one says what to do.
     let sql = crate::support::sqlite();
     let sql_client = crate::support::client(&sql, &[]).await;
