@@ -268,8 +268,10 @@ pub fn anchor(qschedule: &QSchedule) -> DateTime<Utc> {
         .next_run
         .as_ref()
         .or(qschedule.metadata.creation_timestamp.as_ref());
-    time.and_then(|t| DateTime::from_timestamp_micros(t.0.as_microsecond()))
-        .unwrap_or_else(Utc::now)
+    // Whole seconds, as every time in a status is written: a fraction in the
+    // spec would give slots that never match what is read back.
+    time.and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
+        .unwrap_or_else(|| DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_default())
 }
 
 /// The engine's Schedule for a QSchedule as its status left it, and its timing.

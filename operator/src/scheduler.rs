@@ -114,11 +114,12 @@ enum Results {
 }
 
 impl Results {
-    /// Why the results of this schedule's runs cannot be read, if they cannot.
-    fn unreadable(&self, cached: bool) -> Option<String> {
+    /// Why the results of this schedule's runs cannot be read, if they
+    /// cannot; `cached` is the spec's (`None`: the QCluster's setting).
+    fn unreadable(&self, cached: Option<bool>) -> Option<String> {
         match self {
             Results::Store(_) => None,
-            Results::Cache(_, cluster_caches) if cached || *cluster_caches => None,
+            Results::Cache(_, cluster_caches) if cached.unwrap_or(*cluster_caches) => None,
             Results::Cache(..) => Some(
                 "the QCluster keeps results in each pod's store: set cached on the QSchedule (Redis keeps them), or give the QCluster a postgres:// store".into(),
             ),
@@ -227,8 +228,9 @@ fn key_of(qschedule: &QSchedule) -> String {
     )
 }
 
+/// A status time, in whole seconds as Kubernetes writes them.
 fn time(at: DateTime<Utc>) -> Time {
-    Time(k8s_openapi::jiff::Timestamp::from_microsecond(at.timestamp_micros()).unwrap_or_default())
+    Time(k8s_openapi::jiff::Timestamp::from_second(at.timestamp()).unwrap_or_default())
 }
 
 fn instant(at: &Time) -> Option<DateTime<Utc>> {
@@ -327,61 +329,65 @@ impl<'a> Pass<'a> {
                 return self.stall("InvalidSchedule", &message).await;
             }
         };
-        // A changed spec starts again from now (its runs and skips are kept).
+        // A cron that never matches would run its anchor and nothing more.
+        if schedule.kind != Kind::Once
+            && recurrence
+                .next_after(schedule.anchor - chrono::Duration::seconds(1))
+                .is_none()
+        {
+            let message = "the cron expression matches no date: fix spec.cron";
+            return self.stall("InvalidSchedule", message).await;
+        }
+        // A changed spec starts again from now, after the last run (its runs
+        // and skips are kept).
         let changed = self
             .status
             .observed_generation
             .is_some_and(|seen| Some(seen) != self.generation());
         if changed {
-            let from = now.max(schedule.anchor) - chrono::Duration::seconds(1);
+            let last = self.status.last_run.as_ref().and_then(instant);
+            let from = (now - chrono::Duration::seconds(1))
+                .max(schedule.anchor - chrono::Duration::seconds(1))
+                .max(last.unwrap_or(DateTime::<Utc>::MIN_UTC));
             schedule.next_run = recurrence.next_after(from).unwrap_or(schedule.anchor);
         }
         self.status.next_run = Some(time(schedule.next_run));
         self.status.observed_generation = self.generation();
         self.status.repeats_left = Some(repeats_left(spec.repeats, self.status.runs));
 
+        // 1. What an earlier pass wrote down but did not record: settled
+        // first, whatever the spec says now, so it is never enqueued later.
+        if !self.status.pending.is_empty() {
+            let link = match self.link().await {
+                Ok(link) => link,
+                Err(waiting) => return self.wait(waiting).await,
+            };
+            let pending = self.status.pending.clone();
+            if let Err(waiting) = self.enqueue(&link, &schedule, &pending).await {
+                return self.wait(waiting).await;
+            }
+            // Refused or not, each went in once: all are runs.
+            self.record(&pending, &pending);
+            if let Written::Conflict = self.write().await? {
+                return Ok(Action::requeue(CONFLICT_RETRY));
+            }
+        }
         if let Some(action) = self.finished(&schedule).await? {
             return Ok(action);
         }
         if spec.suspend {
             return self.suspended(&recurrence, schedule.next_run, now).await;
         }
-        let Some(qcluster) = self.qcluster() else {
-            let message = format!(
-                "QCluster {} does not exist in this namespace; the slots run (by catchUp) once it does",
-                spec.cluster
-            );
-            return self
-                .wait(Waiting {
-                    reason: "ClusterNotFound",
-                    message,
-                })
-                .await;
-        };
-        let link = match self.scheduler.link(&qcluster).await {
+        let link = match self.link().await {
             Ok(link) => link,
             Err(waiting) => return self.wait(waiting).await,
         };
+        // Not cached when the spec says false; else the spec's or the QCluster's setting.
         let cached = spec
             .cached
             .as_ref()
-            .is_some_and(|c| c != &serde_json::Value::Bool(false));
+            .map(|c| c != &serde_json::Value::Bool(false));
         let unreadable = link.results.unreadable(cached);
-
-        // 1. What an earlier pass wrote down but did not record.
-        if !self.status.pending.is_empty() {
-            let pending = self.status.pending.clone();
-            if let Err(waiting) = self.enqueue(&link, &schedule, &pending).await {
-                return self.wait(waiting).await;
-            }
-            self.record(&pending);
-            if let Written::Conflict = self.write().await? {
-                return Ok(Action::requeue(CONFLICT_RETRY));
-            }
-            if let Some(action) = self.finished(&schedule).await? {
-                return Ok(action);
-            }
-        }
         self.read_last_success(&link).await;
 
         // 2. What is due.
@@ -432,6 +438,15 @@ impl<'a> Pass<'a> {
             })
             .collect();
 
+        // A request the broker would refuse is a spec to fix, found before
+        // anything is written down.
+        if !runs.is_empty()
+            && let Err(error) = link.producer.pack(self.request(&schedule))
+        {
+            let message = format!("a run cannot be enqueued: {error}; fix the spec");
+            return self.stall("InvalidSchedule", &message).await;
+        }
+
         // 3. Written down first, conditional on what this pass read.
         if let Written::Conflict = self.write().await? {
             return Ok(Action::requeue(CONFLICT_RETRY));
@@ -439,16 +454,18 @@ impl<'a> Pass<'a> {
         // 4. Enqueued, a repeat refused by the broker.
         let pending = self.status.pending.clone();
         if !pending.is_empty() {
-            if let Err(waiting) = self.enqueue(&link, &schedule, &pending).await {
-                return self.wait(waiting).await;
-            }
-            // 5. Recorded.
-            self.record(&pending);
+            let fresh = match self.enqueue(&link, &schedule, &pending).await {
+                Ok(fresh) => fresh,
+                Err(waiting) => return self.wait(waiting).await,
+            };
+            // 5. Recorded: a slot refused here had run and been recorded before.
+            self.record(&pending, &fresh);
             if let Written::Conflict = self.write().await? {
                 return Ok(Action::requeue(CONFLICT_RETRY));
             }
         }
-        if due.delete {
+        // A Once schedule skipped (its deadline) is kept, Finished, not deleted.
+        if due.delete && !pending.is_empty() {
             return self.delete().await;
         }
         if let Some(action) = self.finished(&schedule).await? {
@@ -457,24 +474,44 @@ impl<'a> Pass<'a> {
         self.rest(&schedule, &unreadable, now).await
     }
 
-    fn qcluster(&self) -> Option<Arc<QCluster>> {
+    /// The named QCluster's producer and results, or why the schedule waits.
+    async fn link(&self) -> Result<Arc<Link>, Waiting> {
         let namespace = self.qschedule.namespace().unwrap_or_default();
-        self.scheduler
+        let spec = &self.qschedule.spec;
+        let Some(qcluster) = self
+            .scheduler
             .qclusters
-            .get(&ObjectRef::new(&self.qschedule.spec.cluster).within(&namespace))
+            .get(&ObjectRef::new(&spec.cluster).within(&namespace))
+        else {
+            return Err(Waiting {
+                reason: "ClusterNotFound",
+                message: format!(
+                    "QCluster {} does not exist in this namespace; the slots run (by catchUp) once it does",
+                    spec.cluster
+                ),
+            });
+        };
+        self.scheduler.link(&qcluster).await
     }
 
-    /// Enqueues `pending` in order; a broker that fails leaves the rest pending.
+    /// The request each run enqueues: the engine's, never run where it is made.
+    fn request(&self, schedule: &Schedule) -> q8s::TaskRequest {
+        let mut request = schedule.request();
+        request.options.sync = Some(false);
+        request
+    }
+
+    /// Enqueues `pending` in order; returns the runs the broker took fresh
+    /// (the others it refused as repeats). A broker that fails leaves them all pending.
     async fn enqueue(
         &self,
         link: &Link,
         schedule: &Schedule,
         pending: &[PendingRun],
-    ) -> Result<(), Waiting> {
+    ) -> Result<Vec<PendingRun>, Waiting> {
+        let mut taken = Vec::new();
         for run in pending {
-            let mut request = schedule.request();
-            // A scheduled run is queued for the cluster, never run here.
-            request.options.sync = Some(false);
+            let request = self.request(schedule);
             let enqueued = tokio::time::timeout(
                 BROKER_TIMEOUT,
                 link.producer.enqueue_once(request, &run.id, ONCE_WINDOW),
@@ -494,7 +531,9 @@ impl<'a> Pass<'a> {
                         );
                         tokio::time::sleep(pause).await;
                     }
-                    if !fresh {
+                    if fresh {
+                        taken.push(run.clone());
+                    } else {
                         tracing::info!(
                             qschedule = %key_of(self.qschedule),
                             task = %run.id,
@@ -523,15 +562,20 @@ impl<'a> Pass<'a> {
                 }
             }
         }
-        Ok(())
+        Ok(taken)
     }
 
-    /// The runs of `pending` happened: counted, the last one remembered.
-    fn record(&mut self, pending: &[PendingRun]) {
-        let Some(last) = pending.last() else {
+    /// The slots of `pending` are settled: `ran` of them counted as runs,
+    /// the last remembered; `pending` emptied.
+    fn record(&mut self, pending: &[PendingRun], ran: &[PendingRun]) {
+        if pending.is_empty() {
+            return;
+        }
+        self.status.pending.clear();
+        let Some(last) = ran.last() else {
             return;
         };
-        let count = pending.len() as i64;
+        let count = ran.len() as i64;
         self.status.runs = self.status.runs.saturating_add(count);
         self.status.last_run = Some(last.slot.clone());
         self.status.last_task = Some(LastTask {
@@ -539,7 +583,6 @@ impl<'a> Pass<'a> {
             name: q8s::humanize::humanize(&last.id),
         });
         self.status.last_success = None;
-        self.status.pending.clear();
         self.status.repeats_left =
             Some(repeats_left(self.qschedule.spec.repeats, self.status.runs));
         self.scheduler

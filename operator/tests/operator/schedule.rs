@@ -211,6 +211,30 @@ async fn the_apiserver_refuses_a_qschedule_that_cannot_work_and_names_the_field(
         "the message names the value: {message}"
     );
     assert!(!events(&bed, &namespace, "InvalidSchedule").is_empty());
+    // A cron that parses but matches no date (February 30th) never runs.
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(
+            &namespace,
+            "never",
+            "  func: reports.daily\n  scheduleType: Cron\n  cron: \"0 0 30 2 *\"\n",
+        )),
+    );
+    let never = status_when(
+        &bed,
+        &namespace,
+        "never",
+        "Stalled",
+        Duration::from_secs(30),
+        |s| reason(s, "Stalled") == Some(("True".into(), "InvalidSchedule".into())),
+    )
+    .await;
+    assert_eq!(never.runs, 0, "{never:?}");
+    assert!(
+        never.conditions[0].message.contains("matches no date"),
+        "{never:?}"
+    );
     scheduler.abort();
 }
 
@@ -251,8 +275,20 @@ async fn every_schedule_type_runs_next_when_the_engine_says() {
             Some(&qschedule(&namespace, name, &spec)),
         );
     }
+    // A fraction of a second in nextRun (JavaScript's toISOString writes
+    // one) counts from the whole second, as every status time is written.
+    let fraction = "  func: reports.fraction\n  scheduleType: Hourly\n  nextRun: \"2026-03-29T01:30:00.500Z\"\n  suspend: true\n";
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(&namespace, "fraction", fraction)),
+    );
     let anchor: DateTime<Utc> = anchor.parse().expect("a time");
-    for (name, _, kind) in types {
+    let types = types
+        .into_iter()
+        .map(|(name, _, kind)| (name, kind))
+        .chain([("fraction", Kind::Hourly)]);
+    for (name, kind) in types {
         let timing = recurrence(kind.clone(), "Europe/Berlin", anchor).expect("valid");
         let status = status_when(
             &bed,

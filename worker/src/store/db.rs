@@ -288,7 +288,7 @@ fn latest_migration(dialect: Dialect) -> i64 {
 
 /// The embedded migrations for `dialect`, in order.
 fn migrator(dialect: Dialect) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 5] = match dialect {
+    let files: [(i64, &'static str, &'static str); 6] = match dialect {
         Dialect::Sqlite => [
             (
                 1,
@@ -314,6 +314,11 @@ fn migrator(dialect: Dialect) -> Migrator {
                 5,
                 "once",
                 include_str!("../../migrations/sqlite/0005_once.sql"),
+            ),
+            (
+                6,
+                "once expiry",
+                include_str!("../../migrations/sqlite/0006_once_expiry.sql"),
             ),
         ],
         Dialect::Postgres => [
@@ -341,6 +346,11 @@ fn migrator(dialect: Dialect) -> Migrator {
                 5,
                 "once",
                 include_str!("../../migrations/postgres/0005_once.sql"),
+            ),
+            (
+                6,
+                "once expiry",
+                include_str!("../../migrations/postgres/0006_once_expiry.sql"),
             ),
         ],
     };
