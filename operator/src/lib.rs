@@ -8,6 +8,7 @@ pub mod build;
 pub mod conditions;
 pub mod http;
 pub mod leader;
+pub mod link;
 pub mod metrics;
 pub mod observe;
 pub mod options;

@@ -21,13 +21,11 @@
 //! Killed anywhere, the next pass (this replica's or the next leader's)
 //! starts at 1; the broker refuses what already went in, so each slot runs once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -35,17 +33,13 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use q8s::broker::ResultCache;
-use q8s::config::{BrokerKind, broker_kind};
 use q8s::schedule::{Kind, Recurrence, Schedule, plan};
-use q8s::task::Cached;
-use q8s::{Producer, Reader};
 use sha2::{Digest, Sha256};
 
-use crate::build::{self, KEY_ENTRY};
 use crate::conditions::{condition, holds};
+use crate::link::{Link, Links, Waiting};
 use crate::metrics::Telemetry;
-use crate::observe::{BROKER_TIMEOUT, BrokerProblem, secret_value};
+use crate::observe::BROKER_TIMEOUT;
 use crate::qcluster::QCluster;
 use crate::qschedule::{
     LastTask, PendingRun, QSchedule, QScheduleStatus, engine_schedule, repeats_left,
@@ -58,8 +52,6 @@ use crate::reconciler::FIELD_MANAGER;
 pub const ONCE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// How soon a schedule waiting for its QCluster or broker looks again.
 const WAIT_RETRY: Duration = Duration::from_secs(10);
-/// How long a QCluster's producer is kept before its Secrets are read again.
-const LINK_TTL: Duration = Duration::from_secs(60);
 /// How often a run without a result yet is looked for while the schedule waits.
 const RESULT_POLL: Duration = Duration::from_secs(5);
 /// How soon a pass whose write was refused (the object changed) runs again.
@@ -93,71 +85,8 @@ pub struct Scheduler {
     client: Client,
     recorder: Recorder,
     qclusters: Store<QCluster>,
-    links: Mutex<HashMap<String, (Arc<Link>, Instant)>>,
+    links: Links,
     telemetry: Arc<Telemetry>,
-}
-
-/// What a QSchedule's runs go through: its QCluster's producer, and where
-/// their results can be read, when the operator can read them.
-struct Link {
-    producer: Producer,
-    results: Results,
-}
-
-enum Results {
-    /// The QCluster's postgres:// store.
-    Store(Reader),
-    /// The broker's result cache (Redis): only runs with `cached` are there.
-    Cache(Arc<dyn ResultCache>, bool),
-    /// Nowhere the operator can look, and why.
-    Unreadable(String),
-}
-
-impl Results {
-    /// Why the results of this schedule's runs cannot be read, if they
-    /// cannot; `cached` is the spec's (`None`: the QCluster's setting).
-    fn unreadable(&self, cached: Option<bool>) -> Option<String> {
-        match self {
-            Results::Store(_) => None,
-            Results::Cache(_, cluster_caches) if cached.unwrap_or(*cluster_caches) => None,
-            Results::Cache(..) => Some(
-                "the QCluster keeps results in each pod's store: set cached on the QSchedule (Redis keeps them), or give the QCluster a postgres:// store".into(),
-            ),
-            Results::Unreadable(why) => Some(why.clone()),
-        }
-    }
-
-    /// Whether task `id` succeeded; `None` while it has no result (or none can be read).
-    async fn success(&self, id: &str) -> Option<bool> {
-        let record = match self {
-            Results::Store(reader) => reader.fetch(id).await.ok().flatten(),
-            Results::Cache(cache, _) => {
-                let json = cache.cached_result(id).await.ok().flatten()?;
-                serde_json::from_str::<q8s::TaskRecord>(&json).ok()
-            }
-            Results::Unreadable(_) => None,
-        };
-        record.map(|record| record.success)
-    }
-}
-
-/// Why a schedule waits: its Stalled condition's reason and message.
-struct Waiting {
-    reason: &'static str,
-    message: String,
-}
-
-impl From<BrokerProblem> for Waiting {
-    fn from(problem: BrokerProblem) -> Waiting {
-        let reason = match problem {
-            BrokerProblem::Unreachable(_) => "BrokerUnreachable",
-            _ => problem.reason(),
-        };
-        Waiting {
-            reason,
-            message: format!("the QCluster's broker: {problem}"),
-        }
-    }
 }
 
 /// Runs the scheduler for `namespace`'s QSchedules (all when `None`) until dropped.
@@ -180,7 +109,7 @@ pub async fn run(client: Client, namespace: Option<String>, telemetry: Arc<Telem
         recorder: Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
         client,
         qclusters: cluster_store,
-        links: Mutex::default(),
+        links: Links::default(),
         telemetry,
     });
     // A QCluster that appears or changes wakes the schedules that name it.
@@ -491,7 +420,10 @@ impl<'a> Pass<'a> {
                 ),
             });
         };
-        self.scheduler.link(&qcluster).await
+        self.scheduler
+            .links
+            .get(&self.scheduler.client, &qcluster)
+            .await
     }
 
     /// The request each run enqueues: the engine's, never run where it is made.
@@ -815,137 +747,4 @@ fn until(next: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
         .to_std()
         .unwrap_or_default()
         .saturating_add(Duration::from_millis(5))
-}
-
-impl Scheduler {
-    /// The producer (and results) of `qcluster`'s queue, kept for [`LINK_TTL`].
-    async fn link(&self, qcluster: &QCluster) -> Result<Arc<Link>, Waiting> {
-        let key = format!(
-            "{}/{}/{}",
-            qcluster.namespace().unwrap_or_default(),
-            qcluster.name_any(),
-            qcluster.metadata.generation.unwrap_or_default()
-        );
-        {
-            let mut links = self
-                .links
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            links.retain(|_, (_, made)| made.elapsed() < LINK_TTL);
-            if let Some((link, _)) = links.get(&key) {
-                return Ok(link.clone());
-            }
-        }
-        let link = Arc::new(self.connect(qcluster).await?);
-        self.links
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, (link.clone(), Instant::now()));
-        Ok(link)
-    }
-
-    async fn connect(&self, qcluster: &QCluster) -> Result<Link, Waiting> {
-        let namespace = qcluster.namespace().unwrap_or_default();
-        let (_, pods) = build::pods_config(qcluster).map_err(|error| Waiting {
-            reason: "ClusterInvalid",
-            message: format!("the QCluster's spec does not build: {error}"),
-        })?;
-        let secrets = Api::<Secret>::namespaced(self.client.clone(), &namespace);
-        let read = |name: String| {
-            let secrets = secrets.clone();
-            async move {
-                secrets.get_opt(&name).await.map_err(|error| Waiting {
-                    reason: "BrokerUnreachable",
-                    message: format!("cannot read Secret {name}: {error}"),
-                })
-            }
-        };
-        let spec = &qcluster.spec;
-        let broker = secret_value(
-            read(spec.broker.name.clone()).await?.as_ref(),
-            &spec.broker,
-            "broker",
-        )?;
-        let store = match &spec.store {
-            Some(selector) => Some(secret_value(
-                read(selector.name.clone()).await?.as_ref(),
-                selector,
-                "store",
-            )?),
-            None => None,
-        };
-        let key_secret = build::signing_key_secret(qcluster);
-        let keys: Vec<String> = read(key_secret.clone())
-            .await?
-            .and_then(|secret| secret.data)
-            .and_then(|data| data.get(KEY_ENTRY).cloned())
-            .map(|keys| {
-                String::from_utf8_lossy(&keys.0)
-                    .lines()
-                    .map(str::trim)
-                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if keys.is_empty() {
-            return Err(Waiting {
-                reason: "SigningKeyMissing",
-                message: format!(
-                    "Secret {key_secret} holds no signing key yet (the operator makes it with the QCluster)"
-                ),
-            });
-        }
-        let config = q8s::Config {
-            broker,
-            store,
-            secret_key: keys,
-            secret_key_file: None,
-            ..pods
-        };
-        let kind =
-            broker_kind(&config.broker).map_err(|e| BrokerProblem::Unusable(e.to_string()))?;
-        match kind {
-            BrokerKind::Sqlite => {
-                return Err(BrokerProblem::Unusable(
-                    "a sqlite:// broker is a file in each pod: the operator cannot enqueue on it"
-                        .into(),
-                )
-                .into());
-            }
-            // Without a way to refuse a repeat, a slot could run twice.
-            BrokerKind::Sqs => {
-                return Err(BrokerProblem::Unusable(
-                    "an SQS queue cannot refuse a package it was given before, so a QSchedule's slots could run twice: schedule on a QCluster with a Redis or PostgreSQL broker".into(),
-                )
-                .into());
-            }
-            BrokerKind::Postgres | BrokerKind::Redis => {}
-        }
-        let connected = tokio::time::timeout(BROKER_TIMEOUT, Producer::connect(config.clone()))
-            .await
-            .map_err(|_| {
-                BrokerProblem::Unreachable(format!("no answer within {BROKER_TIMEOUT:?}"))
-            })?;
-        let producer = connected.map_err(|error| match &error {
-            q8s::ClientError::Broker(broker) if broker.is_usage() => {
-                BrokerProblem::Unusable(error.to_string())
-            }
-            _ => BrokerProblem::Unreachable(error.to_string()),
-        })?;
-        let results = match broker_kind(&config.store_url()) {
-            Ok(BrokerKind::Postgres) => match Reader::connect(&config).await {
-                Ok(reader) => Results::Store(reader),
-                Err(error) => Results::Unreadable(format!("the store: {error}")),
-            },
-            _ => match q8s::broker::result_cache(&config).await {
-                Ok(Some(cache)) => Results::Cache(cache, config.cached != Cached::Off),
-                _ => Results::Unreadable(
-                    "the QCluster keeps results in each pod's store: give it a postgres:// store"
-                        .into(),
-                ),
-            },
-        };
-        Ok(Link { producer, results })
-    }
 }
