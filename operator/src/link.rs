@@ -35,43 +35,52 @@ pub struct Links {
 pub struct Link {
     /// Signs and enqueues the runs.
     pub producer: Producer,
-    /// Where the runs' results are.
-    pub results: Results,
+    /// The QCluster's store, when it is a postgres:// one the operator reaches.
+    store: Result<Reader, String>,
+    /// The broker's result cache (Redis), when it has one.
+    cache: Option<Arc<dyn ResultCache>>,
+    /// Whether the QCluster caches results unless a task says otherwise.
+    cluster_caches: bool,
+    /// Whether the QCluster's store keeps successes (`saveLimit` is not -1).
+    saves_successes: bool,
 }
 
-/// Where the runs' results can be read.
-pub enum Results {
-    /// The QCluster's postgres:// store.
-    Store(Reader),
-    /// The broker's result cache (Redis): only runs with `cached` are there.
-    Cache(Arc<dyn ResultCache>, bool),
-    /// Nowhere the operator can look, and why.
-    Unreadable(String),
+/// Where one QSchedule's run results go, as its own `cached` and `save` say.
+pub enum Results<'a> {
+    /// The QCluster's store.
+    Store(&'a Reader),
+    /// The broker's result cache.
+    Cache(&'a Arc<dyn ResultCache>),
 }
 
-impl Results {
-    /// Why the results of this schedule's runs cannot be read, if they
-    /// cannot; `cached` is the spec's (`None`: the QCluster's setting).
-    pub fn unreadable(&self, cached: Option<bool>) -> Option<String> {
-        match self {
-            Results::Store(_) => None,
-            Results::Cache(_, cluster_caches) if cached.unwrap_or(*cluster_caches) => None,
-            Results::Cache(..) => Some(
-                "the QCluster keeps results in each pod's store: set cached on the QSchedule (Redis keeps them), or give the QCluster a postgres:// store".into(),
-            ),
-            Results::Unreadable(why) => Some(why.clone()),
+impl Link {
+    /// Where the results of runs with the QSchedule's `cached` and `save`
+    /// (`None`: the QCluster's settings) go, or why the operator cannot read them.
+    pub fn results(&self, cached: Option<bool>, save: Option<bool>) -> Result<Results<'_>, String> {
+        if cached.unwrap_or(self.cluster_caches) {
+            return self.cache.as_ref().map(Results::Cache).ok_or_else(|| {
+                "results are cached, but the broker keeps no cache (only Redis does)".to_string()
+            });
         }
+        let store = self.store.as_ref().map_err(Clone::clone)?;
+        if !save.unwrap_or(self.saves_successes) {
+            return Err(
+                "the QCluster saves no successes (saveLimit -1): set save: true or cached on the QSchedule".into(),
+            );
+        }
+        Ok(Results::Store(store))
     }
+}
 
-    /// Whether task `id` succeeded; `None` while it has no result (or none can be read).
+impl Results<'_> {
+    /// Whether task `id` succeeded; `None` while it has no result.
     pub async fn success(&self, id: &str) -> Option<bool> {
         let record = match self {
-            Results::Store(reader) => reader.fetch(id).await.ok().flatten(),
-            Results::Cache(cache, _) => {
+            Results::Store(reader) => reader.store().fetch(id).await.ok().flatten(),
+            Results::Cache(cache) => {
                 let json = cache.cached_result(id).await.ok().flatten()?;
                 serde_json::from_str::<q8s::TaskRecord>(&json).ok()
             }
-            Results::Unreadable(_) => None,
         };
         record.map(|record| record.success)
     }
@@ -213,18 +222,18 @@ async fn connect(client: &Client, qcluster: &QCluster) -> Result<Link, Waiting> 
         }
         _ => BrokerProblem::Unreachable(error.to_string()),
     })?;
-    let results = match broker_kind(&config.store_url()) {
-        Ok(BrokerKind::Postgres) => match Reader::connect(&config).await {
-            Ok(reader) => Results::Store(reader),
-            Err(error) => Results::Unreadable(format!("the store: {error}")),
-        },
-        _ => match q8s::broker::result_cache(&config).await {
-            Ok(Some(cache)) => Results::Cache(cache, config.cached != Cached::Off),
-            _ => Results::Unreadable(
-                "the QCluster keeps results in each pod's store: give it a postgres:// store"
-                    .into(),
-            ),
-        },
+    let store = match broker_kind(&config.store_url()) {
+        Ok(BrokerKind::Postgres) => Reader::connect(&config)
+            .await
+            .map_err(|error| format!("the QCluster's store: {error}")),
+        _ => Err("the QCluster keeps results in each pod's store: give it a postgres:// store, or set cached on the QSchedule (with a Redis broker)".into()),
     };
-    Ok(Link { producer, results })
+    let cache = q8s::broker::result_cache(&config).await.ok().flatten();
+    Ok(Link {
+        producer,
+        store,
+        cache,
+        cluster_caches: config.cached != Cached::Off,
+        saves_successes: config.save_limit >= 0,
+    })
 }

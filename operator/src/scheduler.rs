@@ -311,12 +311,7 @@ impl<'a> Pass<'a> {
             Ok(link) => link,
             Err(waiting) => return self.wait(waiting).await,
         };
-        // Not cached when the spec says false; else the spec's or the QCluster's setting.
-        let cached = spec
-            .cached
-            .as_ref()
-            .map(|c| c != &serde_json::Value::Bool(false));
-        let unreadable = link.results.unreadable(cached);
+        let unreadable = self.results(&link).err();
         self.read_last_success(&link).await;
 
         // 2. What is due.
@@ -524,13 +519,25 @@ impl<'a> Pass<'a> {
             .inc_by(count as u64);
     }
 
+    /// Where this schedule's run results go, by its own `cached` and `save`
+    /// (a `cached` other than false caches), or why they cannot be read.
+    fn results<'l>(&self, link: &'l Link) -> Result<crate::link::Results<'l>, String> {
+        let spec = &self.qschedule.spec;
+        let cached = spec
+            .cached
+            .as_ref()
+            .map(|c| c != &serde_json::Value::Bool(false));
+        link.results(cached, spec.save)
+    }
+
     async fn read_last_success(&mut self, link: &Link) {
         if self.status.last_success.is_some() {
             return;
         }
-        if let Some(task) = &self.status.last_task {
-            self.status.last_success = link.results.success(&task.id).await;
-        }
+        let (Some(task), Ok(results)) = (&self.status.last_task, self.results(link)) else {
+            return;
+        };
+        self.status.last_success = results.success(&task.id).await;
     }
 
     /// Counts `count` skipped slots, with an event saying why.

@@ -1101,3 +1101,76 @@ async fn a_schedule_whose_broker_does_not_answer_waits_then_catches_up() {
     scheduler.abort();
     reconciler.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbid_without_readable_results_stalls_and_says_why() {
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some((namespace, _redis, _postgres)) =
+        namespace_with_services(&bed, "qschedule-forbid-unreadable").await
+    else {
+        return;
+    };
+    let reconciler = spawn_reconciler(
+        bed.client(),
+        &namespace,
+        "q8s-worker:test",
+        q8s_operator::reconciler::REAPPLY,
+    );
+    let scheduler = spawn_scheduler(&bed, &namespace);
+    // Its store keeps no successes: Forbid could never see a run end.
+    let spec =
+        format!("  name: {namespace}\n  store:\n    name: store\n    key: url\n  saveLimit: -1\n");
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qcluster(&namespace, "reports", &spec)),
+    );
+    let schedule = "  func: q8s.noop\n  scheduleType: Cron\n  cron: \"*/2 * * * * *\"\n  concurrencyPolicy: Forbid\n";
+    kubectl(
+        &bed,
+        &["apply", "-f", "-"],
+        Some(&qschedule(&namespace, "slow", schedule)),
+    );
+    let stalled = status_when(
+        &bed,
+        &namespace,
+        "slow",
+        "Stalled",
+        Duration::from_secs(30),
+        |s| reason(s, "Stalled") == Some(("True".into(), "InvalidSchedule".into())),
+    )
+    .await;
+    assert!(
+        stalled.conditions[0].message.contains("saveLimit -1"),
+        "{stalled:?}"
+    );
+    assert_eq!(stalled.runs, 0);
+    // Saved whatever the QCluster says: it runs.
+    kubectl(
+        &bed,
+        &[
+            "patch",
+            "qschedule",
+            "slow",
+            "-n",
+            &namespace,
+            "--type=merge",
+            "-p",
+            "{\"spec\":{\"save\":true}}",
+        ],
+        None,
+    );
+    status_when(
+        &bed,
+        &namespace,
+        "slow",
+        "a run",
+        Duration::from_secs(30),
+        |s| s.runs >= 1 && reason(s, "Stalled").is_some_and(|(status, _)| status == "False"),
+    )
+    .await;
+    scheduler.abort();
+    reconciler.abort();
+}
