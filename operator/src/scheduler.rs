@@ -305,6 +305,10 @@ impl<'a> Pass<'a> {
             return Ok(action);
         }
         if spec.suspend {
+            // The last run's outcome is still followed while suspended.
+            if let Ok(link) = self.link().await {
+                self.read_last_success(&link).await;
+            }
             return self.suspended(&recurrence, schedule.next_run, now).await;
         }
         let link = match self.link().await {
@@ -585,10 +589,12 @@ impl<'a> Pass<'a> {
         let message = "suspend is true: no slot runs; the slots that pass are counted as skipped";
         self.ready("Suspended", message);
         self.write().await?;
-        Ok(if more {
-            Action::requeue(until(next, now))
-        } else {
-            Action::await_change()
+        let waiting_result = self.status.last_task.is_some() && self.status.last_success.is_none();
+        Ok(match (more, waiting_result) {
+            (true, true) => Action::requeue(until(next, now).min(RESULT_POLL)),
+            (true, false) => Action::requeue(until(next, now)),
+            (false, true) => Action::requeue(RESULT_POLL),
+            (false, false) => Action::await_change(),
         })
     }
 

@@ -71,6 +71,31 @@ fn spawn_scheduler(bed: &Testbed, namespace: &str) -> tokio::task::JoinHandle<()
     ))
 }
 
+/// The operator's reconciler and scheduler for `namespace`, in this test process.
+struct Operator {
+    reconciler: tokio::task::JoinHandle<()>,
+    scheduler: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    fn start(bed: &Testbed, namespace: &str) -> Operator {
+        Operator {
+            reconciler: spawn_reconciler(
+                bed.client(),
+                namespace,
+                "q8s-worker:test",
+                q8s_operator::reconciler::REAPPLY,
+            ),
+            scheduler: spawn_scheduler(bed, namespace),
+        }
+    }
+
+    fn stop(self) {
+        self.scheduler.abort();
+        self.reconciler.abort();
+    }
+}
+
 /// A QSchedule `name` for QCluster `reports` with `spec` (indented lines).
 fn qschedule(namespace: &str, name: &str, spec: &str) -> String {
     format!(
@@ -340,13 +365,7 @@ async fn a_seconds_cron_runs_each_slot_once_on_a_real_cluster() {
     else {
         return;
     };
-    let reconciler = spawn_reconciler(
-        bed.client(),
-        &namespace,
-        "q8s-worker:test",
-        q8s_operator::reconciler::REAPPLY,
-    );
-    let scheduler = spawn_scheduler(&bed, &namespace);
+    let operator = Operator::start(&bed, &namespace);
     apply_qcluster(&bed, &namespace, "reports");
     let _pod = start_pod(&bed, &namespace, "reports").await;
     let from = Utc::now();
@@ -447,8 +466,7 @@ async fn a_seconds_cron_runs_each_slot_once_on_a_real_cluster() {
         table.contains("q8s.echo") && table.contains("Cron") && table.contains("true"),
         "{table}"
     );
-    scheduler.abort();
-    reconciler.abort();
+    operator.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,13 +479,7 @@ async fn a_suspended_schedule_skips_its_slots_and_resumes_without_catching_up() 
     else {
         return;
     };
-    let reconciler = spawn_reconciler(
-        bed.client(),
-        &namespace,
-        "q8s-worker:test",
-        q8s_operator::reconciler::REAPPLY,
-    );
-    let scheduler = spawn_scheduler(&bed, &namespace);
+    let operator = Operator::start(&bed, &namespace);
     apply_qcluster(&bed, &namespace, "reports");
     let spec = "  func: q8s.noop\n  scheduleType: Cron\n  cron: \"*/2 * * * * *\"\n";
     kubectl(
@@ -535,8 +547,7 @@ async fn a_suspended_schedule_skips_its_slots_and_resumes_without_catching_up() 
         "the suspended slots are not caught up: {resumed:?}"
     );
     assert!(running.runs >= 2);
-    scheduler.abort();
-    reconciler.abort();
+    operator.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -549,13 +560,7 @@ async fn forbid_skips_slots_while_the_slow_run_has_no_result() {
     else {
         return;
     };
-    let reconciler = spawn_reconciler(
-        bed.client(),
-        &namespace,
-        "q8s-worker:test",
-        q8s_operator::reconciler::REAPPLY,
-    );
-    let scheduler = spawn_scheduler(&bed, &namespace);
+    let operator = Operator::start(&bed, &namespace);
     apply_qcluster(&bed, &namespace, "reports");
     let _pod = start_pod(&bed, &namespace, "reports").await;
     let spec = format!(
@@ -605,8 +610,7 @@ async fn forbid_skips_slots_while_the_slow_run_has_no_result() {
         assert!(pair[1].started >= pair[0].stopped, "runs overlap: {pair:?}");
     }
     assert!(!events(&bed, &namespace, "SlotsSkipped").is_empty());
-    scheduler.abort();
-    reconciler.abort();
+    operator.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -923,13 +927,7 @@ async fn a_once_schedule_with_negative_repeats_is_deleted_after_it_runs() {
     else {
         return;
     };
-    let reconciler = spawn_reconciler(
-        bed.client(),
-        &namespace,
-        "q8s-worker:test",
-        q8s_operator::reconciler::REAPPLY,
-    );
-    let scheduler = spawn_scheduler(&bed, &namespace);
+    let operator = Operator::start(&bed, &namespace);
     apply_qcluster(&bed, &namespace, "reports");
     let _pod = start_pod(&bed, &namespace, "reports").await;
     let spec = format!(
@@ -957,8 +955,7 @@ async fn a_once_schedule_with_negative_repeats_is_deleted_after_it_runs() {
     .await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].result, serde_json::json!("once"));
-    scheduler.abort();
-    reconciler.abort();
+    operator.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -970,13 +967,7 @@ async fn a_schedule_for_a_missing_qcluster_waits_then_runs_when_it_appears() {
     else {
         return;
     };
-    let reconciler = spawn_reconciler(
-        bed.client(),
-        &namespace,
-        "q8s-worker:test",
-        q8s_operator::reconciler::REAPPLY,
-    );
-    let scheduler = spawn_scheduler(&bed, &namespace);
+    let operator = Operator::start(&bed, &namespace);
     let spec = format!(
         "  func: q8s.echo\n  args: [\"hello\"]\n  scheduleType: Minutes\n  minutes: 60\n  group: {namespace}-hourly\n"
     );
@@ -1033,8 +1024,7 @@ async fn a_schedule_for_a_missing_qcluster_waits_then_runs_when_it_appears() {
     })
     .await;
     assert_eq!(records[0].result, serde_json::json!("hello"));
-    scheduler.abort();
-    reconciler.abort();
+    operator.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1053,13 +1043,7 @@ async fn a_schedule_whose_broker_does_not_answer_waits_then_catches_up() {
         .expect("a free port")
         .port();
     broker_secret(&bed, &namespace, &format!("redis://127.0.0.1:{closed}/0"));
-    let reconciler = spawn_reconciler(
-        bed.client(),
-        &namespace,
-        "q8s-worker:test",
-        q8s_operator::reconciler::REAPPLY,
-    );
-    let scheduler = spawn_scheduler(&bed, &namespace);
+    let operator = Operator::start(&bed, &namespace);
     apply_qcluster(&bed, &namespace, "reports");
     let spec = "  func: q8s.noop\n  scheduleType: Cron\n  cron: \"*/2 * * * * *\"\n";
     kubectl(
@@ -1098,8 +1082,7 @@ async fn a_schedule_whose_broker_does_not_answer_waits_then_catches_up() {
         (seconds(&caught_up.last_run) - first) / 2 + 1,
         "every slot from the first on: {caught_up:?}"
     );
-    scheduler.abort();
-    reconciler.abort();
+    operator.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1112,13 +1095,7 @@ async fn forbid_without_readable_results_stalls_and_says_why() {
     else {
         return;
     };
-    let reconciler = spawn_reconciler(
-        bed.client(),
-        &namespace,
-        "q8s-worker:test",
-        q8s_operator::reconciler::REAPPLY,
-    );
-    let scheduler = spawn_scheduler(&bed, &namespace);
+    let operator = Operator::start(&bed, &namespace);
     // Its store keeps no successes: Forbid could never see a run end.
     let spec =
         format!("  name: {namespace}\n  store:\n    name: store\n    key: url\n  saveLimit: -1\n");
@@ -1171,6 +1148,5 @@ async fn forbid_without_readable_results_stalls_and_says_why() {
         |s| s.runs >= 1 && reason(s, "Stalled").is_some_and(|(status, _)| status == "False"),
     )
     .await;
-    scheduler.abort();
-    reconciler.abort();
+    operator.stop();
 }
