@@ -152,18 +152,21 @@ pub fn keys_hash(keys: &[u8]) -> String {
     short_hash(&String::from_utf8_lossy(keys))
 }
 
+/// A QCluster's name and namespace, which an object read from the apiserver always has.
+fn identity(qcluster: &QCluster) -> Result<(String, String), BuildError> {
+    let name = qcluster.metadata.name.clone();
+    let name = name.ok_or(BuildError::Incomplete("name"))?;
+    let namespace = qcluster
+        .namespace()
+        .ok_or(BuildError::Incomplete("namespace"))?;
+    Ok((name, namespace))
+}
+
 /// The pods' `q8s.toml` and the configuration it reads as: the spec's own
 /// options (the engine's defaults for the rest), the queue name, HTTP for the
 /// probes and the key file, parsed here by the rules the pods will apply.
 pub fn pods_config(qcluster: &QCluster) -> Result<(toml::Table, q8s::Config), BuildError> {
-    let name = qcluster
-        .metadata
-        .name
-        .clone()
-        .ok_or(BuildError::Incomplete("name"))?;
-    let namespace = qcluster
-        .namespace()
-        .ok_or(BuildError::Incomplete("namespace"))?;
+    let (name, namespace) = identity(qcluster)?;
     let spec = &qcluster.spec;
     let origin = format!("in QCluster {namespace}/{name}");
     let queue = spec.name.clone().unwrap_or(name);
@@ -182,14 +185,7 @@ pub fn pods_config(qcluster: &QCluster) -> Result<(toml::Table, q8s::Config), Bu
 /// The objects `qcluster` should own, run from `image` unless its spec names
 /// one, its pods marked with `keys`, the [`keys_hash`] of its signing keys.
 pub fn build(qcluster: &QCluster, image: &str, keys: &str) -> Result<Desired, BuildError> {
-    let name = qcluster
-        .metadata
-        .name
-        .clone()
-        .ok_or(BuildError::Incomplete("name"))?;
-    let namespace = qcluster
-        .namespace()
-        .ok_or(BuildError::Incomplete("namespace"))?;
+    let (name, namespace) = identity(qcluster)?;
     let spec = &qcluster.spec;
     let (table, config) = pods_config(qcluster)?;
     let rendered = toml::to_string(&table)?;

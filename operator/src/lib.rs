@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod conditions;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod link;

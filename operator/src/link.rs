@@ -18,7 +18,7 @@ use q8s::task::Cached;
 use q8s::{Producer, Reader};
 
 use crate::build::{self, KEY_ENTRY};
-use crate::observe::{BROKER_TIMEOUT, BrokerProblem, secret_value};
+use crate::observe::{BROKER_TIMEOUT, BrokerProblem, secret_value, shared_broker_kind};
 use crate::qcluster::QCluster;
 
 /// How long a QCluster's producer is kept before its Secrets are read again.
@@ -96,12 +96,8 @@ pub struct Waiting {
 
 impl From<BrokerProblem> for Waiting {
     fn from(problem: BrokerProblem) -> Waiting {
-        let reason = match problem {
-            BrokerProblem::Unreachable(_) => "BrokerUnreachable",
-            _ => problem.reason(),
-        };
         Waiting {
-            reason,
+            reason: problem.reason(),
             message: format!("the QCluster's broker: {problem}"),
         }
     }
@@ -167,18 +163,11 @@ async fn connect(client: &Client, qcluster: &QCluster) -> Result<Link, Waiting> 
         None => None,
     };
     let key_secret = build::signing_key_secret(qcluster);
-    let keys: Vec<String> = read(key_secret.clone())
+    let keys = read(key_secret.clone())
         .await?
         .and_then(|secret| secret.data)
         .and_then(|data| data.get(KEY_ENTRY).cloned())
-        .map(|keys| {
-            String::from_utf8_lossy(&keys.0)
-                .lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                .map(str::to_string)
-                .collect()
-        })
+        .map(|keys| q8s::config::key_lines(&String::from_utf8_lossy(&keys.0)))
         .unwrap_or_default();
     if keys.is_empty() {
         return Err(Waiting {
@@ -195,23 +184,12 @@ async fn connect(client: &Client, qcluster: &QCluster) -> Result<Link, Waiting> 
         secret_key_file: None,
         ..pods
     };
-    let kind = broker_kind(&config.broker).map_err(|e| BrokerProblem::Unusable(e.to_string()))?;
-    match kind {
-        BrokerKind::Sqlite => {
-            return Err(BrokerProblem::Unusable(
-                "a sqlite:// broker is a file in each pod: the operator cannot enqueue on it"
-                    .into(),
-            )
-            .into());
-        }
-        // Without a way to refuse a repeat, a slot could run twice.
-        BrokerKind::Sqs => {
-            return Err(BrokerProblem::Unusable(
-                    "an SQS queue cannot refuse a package it was given before, so a QSchedule's slots could run twice: schedule on a QCluster with a Redis or PostgreSQL broker".into(),
-                )
-                .into());
-        }
-        BrokerKind::Postgres | BrokerKind::Redis => {}
+    // Without a way to refuse a repeat, a slot could run twice.
+    if shared_broker_kind(&config.broker)? == BrokerKind::Sqs {
+        return Err(BrokerProblem::Unusable(
+            "an SQS queue cannot refuse a package it was given before, so a QSchedule's slots could run twice: schedule on a QCluster with a Redis or PostgreSQL broker".into(),
+        )
+        .into());
     }
     let connected = tokio::time::timeout(BROKER_TIMEOUT, Producer::connect(config.clone()))
         .await

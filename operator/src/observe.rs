@@ -217,8 +217,10 @@ async fn within<T>(
         })
 }
 
-async fn connect(config: &Config) -> Result<Sources, BrokerProblem> {
-    let kind = broker_kind(&config.broker).map_err(|e| {
+/// The kind of a QCluster's broker, refused when its pods could not share it
+/// (a sqlite:// file is in each pod) or the URL names no broker.
+pub fn shared_broker_kind(url: &str) -> Result<BrokerKind, BrokerProblem> {
+    let kind = broker_kind(url).map_err(|e| {
         BrokerProblem::Unusable(format!(
             "{e}; the broker Secret must hold a redis://, postgres:// or sqs:// URL"
         ))
@@ -226,9 +228,14 @@ async fn connect(config: &Config) -> Result<Sources, BrokerProblem> {
     if kind == BrokerKind::Sqlite {
         return Err(BrokerProblem::Unusable(format!(
             "{} is a file in each pod: the clusters cannot share it; use redis://, postgres:// or sqs://",
-            redact(&config.broker)
+            redact(url)
         )));
     }
+    Ok(kind)
+}
+
+async fn connect(config: &Config) -> Result<Sources, BrokerProblem> {
+    shared_broker_kind(&config.broker)?;
     let opened = q8s::broker::connect(config, None)
         .await
         .map_err(|e| BrokerProblem::Unreachable(e.to_string()))?;

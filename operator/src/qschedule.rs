@@ -261,6 +261,11 @@ impl QScheduleSpec {
     }
 }
 
+/// The instant a status or spec time names.
+pub fn instant(at: &Time) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(at.0.as_microsecond())
+}
+
 /// The first run of a QSchedule: its spec's nextRun, else its creation.
 pub fn anchor(qschedule: &QSchedule) -> DateTime<Utc> {
     let time = qschedule
@@ -284,7 +289,7 @@ pub fn engine_schedule(qschedule: &QSchedule) -> Result<(Schedule, Recurrence), 
     let next_run = status
         .next_run
         .as_ref()
-        .and_then(|t| DateTime::from_timestamp_micros(t.0.as_microsecond()))
+        .and_then(instant)
         .or_else(|| recurrence.next_after(anchor - chrono::Duration::seconds(1)))
         .unwrap_or(anchor);
     let schedule = Schedule {
@@ -299,10 +304,7 @@ pub fn engine_schedule(qschedule: &QSchedule) -> Result<(Schedule, Recurrence), 
         repeats: repeats_left(spec.repeats, status.runs),
         anchor,
         next_run,
-        last_run: status
-            .last_run
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp_micros(t.0.as_microsecond())),
+        last_run: status.last_run.as_ref().and_then(instant),
         task: status.last_task.as_ref().map(|t| t.id.clone()),
         options: spec.task_options()?,
         paused: spec.suspend,

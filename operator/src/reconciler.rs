@@ -16,10 +16,10 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde::Serialize;
 
 use crate::build::{self, BuildError, Desired, KEY_ENTRY, MANAGED_BY};
@@ -279,7 +279,7 @@ async fn pass(
         Err(error) => {
             // Invalid input waits for a change; it is not retried.
             let status = stalled(&old, &error, generation);
-            if !is_true(&old, "Stalled") {
+            if !holds(&old.conditions, "Stalled", "True") {
                 publish(
                     context,
                     qcluster,
@@ -323,7 +323,7 @@ async fn pass(
         }
     };
 
-    let failed_before = is_false(&old, "BrokerReachable");
+    let failed_before = holds(&old.conditions, "BrokerReachable", "False");
     let observed = observe(
         context,
         &namespace,
@@ -360,7 +360,7 @@ async fn pass(
     // A queue that is worked, or has clusters, is watched every few seconds;
     // one scaled to nothing only on a change or a resync.
     let watched = qcluster.spec.replicas > 0 || !status.clusters.is_empty();
-    let outcome = if is_true(&status, "Ready") {
+    let outcome = if holds(&status.conditions, "Ready", "True") {
         "ready"
     } else {
         "progressing"
@@ -649,14 +649,6 @@ fn stalled(old: &QClusterStatus, error: &BuildError, generation: Option<i64>) ->
     }
 }
 
-fn is_true(status: &QClusterStatus, type_: &str) -> bool {
-    holds(&status.conditions, type_, "True")
-}
-
-fn is_false(status: &QClusterStatus, type_: &str) -> bool {
-    holds(&status.conditions, type_, "False")
-}
-
 /// A warning for each cluster whose workers the kernel killed for the pod's
 /// memory limit since the last status: the container lives on (its sentinel
 /// replaces the worker), so the pod's own status never says so.
@@ -690,7 +682,7 @@ async fn announce_oom_kills(
     }
 }
 
-/// Publishes an event about `qcluster`; an event that cannot be written is logged, never fatal.
+/// Publishes an event about `qcluster`.
 async fn publish(
     context: &Context,
     qcluster: &QCluster,
@@ -698,20 +690,15 @@ async fn publish(
     reason: &str,
     note: &str,
 ) {
-    let event = Event {
+    crate::events::publish(
+        &context.recorder,
+        qcluster,
+        "Reconcile",
         type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(error) = context
-        .recorder
-        .publish(&event, &qcluster.object_ref(&()))
-        .await
-    {
-        tracing::warn!(qcluster = %key_of(qcluster), "cannot publish the {reason} event: {error}");
-    }
+        reason,
+        note,
+    )
+    .await;
 }
 
 /// Writes the status unless it is what the object already says.

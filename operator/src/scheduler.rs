@@ -29,10 +29,10 @@ use futures_util::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use q8s::schedule::{Kind, Recurrence, Schedule, plan};
 use sha2::{Digest, Sha256};
 
@@ -42,7 +42,7 @@ use crate::metrics::Telemetry;
 use crate::observe::BROKER_TIMEOUT;
 use crate::qcluster::QCluster;
 use crate::qschedule::{
-    LastTask, PendingRun, QSchedule, QScheduleStatus, engine_schedule, repeats_left,
+    LastTask, PendingRun, QSchedule, QScheduleStatus, engine_schedule, instant, repeats_left,
 };
 use crate::reconciler::FIELD_MANAGER;
 
@@ -160,10 +160,6 @@ fn key_of(qschedule: &QSchedule) -> String {
 /// A status time, in whole seconds as Kubernetes writes them.
 fn time(at: DateTime<Utc>) -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(at.timestamp()).unwrap_or_default())
-}
-
-fn instant(at: &Time) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp_micros(at.0.as_microsecond())
 }
 
 /// The task id of `slot` of the QSchedule with `uid`: the same every time the
@@ -728,21 +724,8 @@ impl<'a> Pass<'a> {
     }
 
     async fn publish(&self, type_: EventType, reason: &str, note: &str) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note.chars().take(1000).collect()),
-            action: "Schedule".into(),
-            secondary: None,
-        };
-        if let Err(error) = self
-            .scheduler
-            .recorder
-            .publish(&event, &self.qschedule.object_ref(&()))
-            .await
-        {
-            tracing::warn!(qschedule = %key_of(self.qschedule), "cannot publish the {reason} event: {error}");
-        }
+        let recorder = &self.scheduler.recorder;
+        crate::events::publish(recorder, self.qschedule, "Schedule", type_, reason, note).await;
     }
 }
 

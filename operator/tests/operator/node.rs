@@ -16,6 +16,7 @@ use q8s_testbed::{Testbed, eventually_within};
 
 use crate::support::{
     broker_secret, events, install, kubectl, producer, qcluster, service_url, spawn_reconciler,
+    status_when,
 };
 
 /// The image the node has: e2e/start-node.sh builds and imports it.
@@ -63,7 +64,6 @@ async fn a_qclusters_pods_run_on_the_node_and_work_its_queue() {
     else {
         return;
     };
-    let qclusters = Api::<QCluster>::namespaced(bed.client(), &namespace);
     ready_replicas(&bed, &namespace, "reports", 2).await;
     let wide = kubectl(&bed, &["get", "pods", "-n", &namespace, "-o", "wide"], None);
     assert!(
@@ -79,18 +79,14 @@ async fn a_qclusters_pods_run_on_the_node_and_work_its_queue() {
             .await
             .expect("enqueue");
     }
-    let status = eventually_within("20 successes from the pods", PODS_READY, || async {
-        let status = qclusters
-            .get("reports")
-            .await
-            .map_err(|e| e.to_string())?
-            .status
-            .unwrap_or_default();
-        let successes = status.totals.as_ref().map_or(0, |t| t.successes);
-        (successes == 20 && status.clusters.len() == 2)
-            .then_some(status.clone())
-            .ok_or(format!("{status:?}"))
-    })
+    let status = status_when::<QCluster>(
+        &bed,
+        &namespace,
+        "reports",
+        "20 successes from the pods",
+        PODS_READY,
+        |s| s.totals.as_ref().is_some_and(|t| t.successes == 20) && s.clusters.len() == 2,
+    )
     .await;
     for entry in &status.clusters {
         assert_eq!(entry.host.as_deref(), Some("q8s-node"), "{entry:?}");
@@ -114,6 +110,9 @@ async fn a_qclusters_pods_run_on_the_node_and_work_its_queue() {
     delete_qcluster(&bed, &namespace, "reports");
     operator.abort();
 }
+
+/// How long a status may take to say what a test waits for.
+const STATUS_LIMIT: Duration = Duration::from_secs(90);
 
 /// How long pods may take to start and pass their probes.
 const PODS_READY: Duration = Duration::from_secs(120);
@@ -373,29 +372,6 @@ async fn a_task_whose_pod_is_deleted_mid_run_runs_again_on_another_pod() {
     operator.abort();
 }
 
-/// The QCluster's status once `done` holds for it.
-async fn status_when(
-    bed: &Testbed,
-    namespace: &str,
-    name: &str,
-    what: &str,
-    done: impl Fn(&q8s_operator::qcluster::QClusterStatus) -> bool,
-) -> q8s_operator::qcluster::QClusterStatus {
-    let qclusters = Api::<QCluster>::namespaced(bed.client(), namespace);
-    eventually_within(what, Duration::from_secs(90), || async {
-        let status = qclusters
-            .get(name)
-            .await
-            .map_err(|e| e.to_string())?
-            .status
-            .unwrap_or_default();
-        done(&status)
-            .then_some(status.clone())
-            .ok_or(format!("{status:?}"))
-    })
-    .await
-}
-
 /// The one pod of a QCluster with one replica: its name and its containers' restarts.
 async fn only_pod(bed: &Testbed, namespace: &str) -> (String, i32) {
     let pods = Api::<Pod>::namespaced(bed.client(), namespace);
@@ -429,11 +405,12 @@ async fn a_worker_over_max_rss_is_replaced_inside_its_pod() {
         .enqueue(TaskRequest::new("q8s.alloc").arg(128))
         .await
         .expect("enqueue");
-    status_when(
+    status_when::<QCluster>(
         &bed,
         &namespace,
         "thumbnails",
         "the task done, its worker replaced",
+        STATUS_LIMIT,
         |s| {
             s.totals
                 .as_ref()
@@ -467,11 +444,12 @@ async fn workers_over_the_pods_memory_limit_are_reported_and_the_pod_works_on() 
         .enqueue(TaskRequest::new("q8s.alloc").arg(400))
         .await
         .expect("enqueue");
-    status_when(
+    status_when::<QCluster>(
         &bed,
         &namespace,
         "exports",
         "the OOM kills in the status",
+        STATUS_LIMIT,
         |s| s.totals.as_ref().is_some_and(|t| t.oom_kills >= 1),
     )
     .await;
@@ -504,9 +482,14 @@ async fn workers_over_the_pods_memory_limit_are_reported_and_the_pod_works_on() 
         .enqueue(TaskRequest::new("time.sleep").arg(0.1))
         .await
         .expect("enqueue");
-    status_when(&bed, &namespace, "exports", "the next task done", |s| {
-        s.totals.as_ref().is_some_and(|t| t.successes == 1)
-    })
+    status_when::<QCluster>(
+        &bed,
+        &namespace,
+        "exports",
+        "the next task done",
+        STATUS_LIMIT,
+        |s| s.totals.as_ref().is_some_and(|t| t.successes == 1),
+    )
     .await;
     delete_qcluster(&bed, &namespace, "exports");
     operator.abort();

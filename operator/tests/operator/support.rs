@@ -198,3 +198,31 @@ pub async fn producer(broker: &str, queue: &str, key_file: &std::path::Path) -> 
     let config = q8s::Config::from_table(table, "the test").expect("valid");
     q8s::Producer::connect(config).await.expect("a producer")
 }
+
+/// The status of the `K` named `name` in `namespace` once `done` holds for it, within `limit`.
+pub async fn status_when<K>(
+    bed: &Testbed,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    limit: std::time::Duration,
+    done: impl Fn(&K::Status) -> bool,
+) -> K::Status
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + kube::core::object::HasStatus
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::Status: Clone + Default + std::fmt::Debug,
+{
+    let api = kube::Api::<K>::namespaced(bed.client(), namespace);
+    q8s_testbed::eventually_within(what, limit, || async {
+        let object = api.get(name).await.map_err(|e| e.to_string())?;
+        let status = object.status().cloned().unwrap_or_default();
+        done(&status)
+            .then_some(status.clone())
+            .ok_or(format!("{status:?}"))
+    })
+    .await
+}

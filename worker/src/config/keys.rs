@@ -55,6 +55,15 @@ impl Config {
     }
 }
 
+/// The keys of a key file's text: one per line, blank lines and `#` comments skipped.
+pub fn key_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
 fn read_key_file(path: &Path) -> Result<Vec<String>, ConfigError> {
     let key_error = |reason: String| ConfigError::Key {
         path: path.to_path_buf(),
@@ -71,12 +80,7 @@ fn read_key_file(path: &Path) -> Result<Vec<String>, ConfigError> {
             key_error(format!("cannot read it ({e})"))
         }
     })?;
-    let keys: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(str::to_string)
-        .collect();
+    let keys = key_lines(&text);
     if keys.is_empty() {
         return Err(key_error("it holds no key; put one key per line".into()));
     }

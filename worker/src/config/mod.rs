@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use crate::task::Cached;
-pub use keys::DEFAULT_KEY_FILE;
+pub use keys::{DEFAULT_KEY_FILE, key_lines};
 pub use options::{Config, Entry, FOREIGN_BROKER_OPTIONS, OPTIONS, OptionInfo};
 use raw::Raw;
 pub use urls::{BrokerKind, broker_kind, redact, sqlite_path};
