@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes test bed from Go modules: the q8s-kube multi-call binary
 # of e2e/kube (kube-apiserver, etcd, kubectl, kube-controller-manager,
-# kube-scheduler, kubelet), helm, and containerd with its runc shim and ctr. Prints the folder holding the commands on stdout.
+# kube-scheduler, kubelet, kube-proxy), helm, containerd with its runc shim and
+# ctr, and CoreDNS (e2e/dns); and the Prometheus Operator's CRDs beside them
+# (../crds). Prints the folder holding the commands on stdout.
 #
 # The result lives outside the clone, in a folder named by the content hash of
 # what decides it (e2e/kube's go.mod, go.sum and main.go, the helm version, the
@@ -20,6 +22,9 @@ helm_version=v3.22.0
 # containerd 2 keeps a sandbox's oom_score_adj at its own when told to (these
 # VMs refuse a lower one), which Debian's containerd 1.6 does not.
 containerd_version=v2.4.2
+# The Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule), taken from
+# its Go module: the chart makes those objects only where they exist.
+prometheus_operator_version=v0.85.0
 # Bump when the build flags below change, so the hash changes with them.
 recipe=1
 
@@ -29,12 +34,14 @@ command -v go >/dev/null || { echo "build-testbed: Go is not installed" >&2; exi
 hash=$(
   {
     cat "$module/go.mod" "$module/go.sum" "$module/main.go"
-    echo "helm $helm_version containerd $containerd_version recipe $recipe $(go env GOVERSION GOOS GOARCH)"
+    cat "$e2e/dns/go.mod" "$e2e/dns/go.sum" "$e2e/dns/main.go"
+    echo "helm $helm_version containerd $containerd_version prometheus-operator $prometheus_operator_version"
+    echo "recipe $recipe $(go env GOVERSION GOOS GOARCH)"
   } | sha256sum | cut -c1-16
 )
 cache="${Q8S_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/q8s/testbed}"
 bin="$cache/$hash/bin"
-commands=(kube-apiserver etcd kubectl kube-controller-manager kube-scheduler kubelet)
+commands=(kube-apiserver etcd kubectl kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 if [ -f "$cache/$hash/complete" ]; then
   echo "test bed already built: $bin" >&2
@@ -83,6 +90,19 @@ start=$SECONDS
   "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$containerd_version" \
   "github.com/containerd/containerd/v2/cmd/ctr@$containerd_version")
 echo "containerd built in $((SECONDS - start)) s" >&2
+
+# The cluster DNS, its own module too (e2e/dns: CoreDNS with the plugins it needs).
+start=$SECONDS
+(cd "$e2e/dns" && nice -n 19 go build -p "$jobs" -mod=readonly -trimpath -ldflags "-s -w" \
+  -o "$work/bin/coredns" .)
+echo "coredns built in $((SECONDS - start)) s" >&2
+
+mkdir -p "$work/crds"
+source=$(cd "$work" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$prometheus_operator_version" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+for kind in servicemonitors prometheusrules; do
+  cp "$source/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$work/crds/"
+done
 
 "$work/bin/kube-apiserver" --version >&2
 touch "$work/complete"

@@ -6,7 +6,7 @@
 # "$testbed_dir/node". Sourced after e2e/start-testbed.sh, once
 # start_kube_testbed has run:
 #   start_kube_node    start containerd, the kubelet and kube-scheduler, wait for the node to be
-#                      Ready; import the worker image (e2e/build-worker-image.sh); start a Redis
+#                      Ready; import the worker and operator images (e2e/build-image.sh); start a Redis
 #                      for the pods on the node's bridge and export Q8S_TEST_NODE_REDIS_URL
 #   stop_kube_node     stop them, by their process ids
 #
@@ -26,6 +26,9 @@ node_taint=q8s.test/node=true:NoSchedule
 node_bridge=q8s-br0
 node_gateway=10.244.0.1
 node_subnet=10.244.0.0/24
+# Pods get a route to the Services' range (the apiserver's --service-cluster-ip-range),
+# through the bridge, where kube-proxy's rules turn them into endpoints; no default route.
+node_service_range=10.0.0.0/24
 
 node_install() {
   local missing=()
@@ -34,6 +37,8 @@ node_install() {
   command -v umoci >/dev/null || missing+=(umoci)
   command -v ip >/dev/null || missing+=(iproute2)
   command -v objcopy >/dev/null || missing+=(binutils)
+  command -v socat >/dev/null || missing+=(socat)
+  command -v iptables >/dev/null || missing+=(iptables)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
@@ -81,6 +86,43 @@ node_pause_image() {
     (cd "$work/oci" && tar -cf "$work/pause.tar" .) && mv "$work/pause.tar" "$out" ||
     { rm -rf "$work"; return 1; }
   rm -rf "$work"
+  echo "$out"
+}
+
+# A Redis image for pods (the chart's example runs one): Debian's
+# redis-server and the libraries it links, user 999 as the official image's,
+# built once into the image cache by the content hash of what goes in.
+node_redis_image() {
+  local cache="${Q8S_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/q8s/images}" binary libraries hash out work
+  command -v redis-server >/dev/null || apt_install redis-server
+  binary=$(readlink -f "$(command -v redis-server)")
+  libraries=$(ldd "$binary" | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | sort -u)
+  # shellcheck disable=SC2086
+  hash=$({ sha256sum "$binary" $libraries; declare -f node_redis_image; umoci --version; } | sha256sum | cut -c1-16)
+  out="$cache/redis-$hash.tar"
+  [ -f "$out" ] && { echo "$out"; return 0; }
+  mkdir -p "$cache"
+  work=$(mktemp -d "$cache/.build-redis.XXXXXX")
+  local root="$work/rootfs" library
+  mkdir -p "$root/usr/bin" "$root/data" "$root/tmp" "$root/etc"
+  chmod 1777 "$root/tmp"
+  chown 999:999 "$root/data"
+  cp "$binary" "$root/usr/bin/redis-server"
+  for library in $libraries; do
+    mkdir -p "$root$(dirname "$library")"
+    cp -L "$library" "$root$library"
+  done
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nredis:x:999:999:redis:/data:/sbin/nologin\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nredis:x:999:\n' >"$root/etc/group"
+  umoci init --layout "$work/oci" &&
+    umoci new --image "$work/oci:test" &&
+    umoci insert --image "$work/oci:test" "$root" / &&
+    umoci config --image "$work/oci:test" --config.entrypoint /usr/bin/redis-server \
+      --config.user 999:999 --config.workingdir /data --architecture amd64 --os linux &&
+    (cd "$work/oci" && tar -cf "$work/redis.tar" .) && mv "$work/redis.tar" "$out" ||
+    { rm -rf "$work"; return 1; }
+  rm -rf "$work"
+  find "$cache" -maxdepth 1 -name "redis-*.tar" ! -path "$out" -delete
   echo "$out"
 }
 
@@ -161,7 +203,7 @@ EOF
   "plugins": [
     {"type": "bridge", "bridge": "$node_bridge", "isGateway": true, "ipMasq": false,
      "ipam": {"type": "host-local", "ranges": [[{"subnet": "$node_subnet", "gateway": "$node_gateway"}]],
-              "dataDir": "$n/cni/ipam"}},
+              "routes": [{"dst": "$node_service_range"}], "dataDir": "$n/cni/ipam"}},
     {"type": "loopback"}
   ]
 }
@@ -203,6 +245,8 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.availa
 imageGCHighThresholdPercent: 100
 podLogsDir: $n/pod-logs
 resolvConf: ""
+clusterDNS: [$node_gateway]
+clusterDomain: cluster.local
 EOF
   "$bin/kubelet" --config="$n/kubelet/config.yaml" --kubeconfig="$Q8S_TEST_KUBECONFIG" \
     --root-dir="$n/kubelet/root" --cert-dir="$n/kubelet/pki" --hostname-override="$node_name" \
@@ -221,11 +265,19 @@ EOF
     { tail -30 "$n/kubelet.log" >&2; return 1; }
   "$Q8S_TEST_KUBECTL" --kubeconfig "$Q8S_TEST_KUBECONFIG" wait --for=condition=Ready "node/$node_name" \
     --timeout=120s >/dev/null || { tail -30 "$n/kubelet.log" >&2; return 1; }
-  local image
-  image=$("$testbed_e2e/build-worker-image.sh") || return 1
+  local which image
+  for which in worker operator; do
+    image=$("$testbed_e2e/build-image.sh" "$which") || return 1
+    "$bin/ctr" --address "$n/containerd/containerd.sock" -n k8s.io images import \
+      --base-name "docker.io/library/q8s-$which" "$image" >/dev/null || return 1
+  done
+  image=$(node_redis_image) || return 1
   "$bin/ctr" --address "$n/containerd/containerd.sock" -n k8s.io images import \
-    --base-name docker.io/library/q8s-worker "$image" >/dev/null || return 1
+    --base-name q8s.local/redis "$image" >/dev/null || return 1
+  export Q8S_TEST_NODE_REDIS_IMAGE=q8s.local/redis:test
   node_redis "$n" || return 1
+  node_service_network "$n" "$bin" || return 1
+  node_dns "$n" "$bin" || return 1
   echo "node $node_name started ($n)" >&2
 }
 
@@ -250,7 +302,93 @@ node_redis() { # node folder
   done
   export Q8S_TEST_NODE_REDIS_URL="redis://:$password@$node_gateway:$port/0"
   # For another shell (a cargo test run by hand): . "$n/env"
-  printf 'export Q8S_TEST_NODE_REDIS_URL=%q\n' "$Q8S_TEST_NODE_REDIS_URL" >"$n/env"
+  printf 'export Q8S_TEST_NODE_REDIS_URL=%q\nexport Q8S_TEST_NODE_REDIS_IMAGE=%q\n' \
+    "$Q8S_TEST_NODE_REDIS_URL" "${Q8S_TEST_NODE_REDIS_IMAGE:-}" >"$n/env"
+}
+
+# Pods reach Services, the apiserver's among them, as on any node: kube-proxy
+# (iptables mode) sends a Service's address to its endpoints. The apiserver
+# listens on loopback only, so the `kubernetes` Service's endpoint is the
+# bridge address, where socat forwards to it (a node-local proxy in front of
+# the apiserver, as HA installs put a load balancer there); its serving
+# certificate already names the Service's address, 10.0.0.1. The apiserver
+# keeps no endpoints of its own (--endpoint-reconciler-type=none), so the
+# EndpointSlice is written here. kube-proxy is told to leave the machine's
+# conntrack and localhost settings as they are.
+node_service_network() { # node folder, bin folder
+  local n=$1 bin=$2 api_port healthz metrics
+  api_port=${Q8S_TEST_KUBE_URL##*:}
+  # -lf puts the node's folder in its command line, by which stop_kube_node knows it.
+  socat -lf "$n/apiserver-proxy.log" "TCP-LISTEN:$api_port,bind=$node_gateway,fork,reuseaddr" \
+    "TCP:127.0.0.1:$api_port" &
+  echo $! >"$n/apiserver-proxy.pid"
+  "$Q8S_TEST_KUBECTL" --kubeconfig "$Q8S_TEST_KUBECONFIG" apply --server-side -f - >/dev/null <<EOF || return 1
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kubernetes
+  namespace: default
+  labels:
+    kubernetes.io/service-name: kubernetes
+    endpointslice.kubernetes.io/managed-by: q8s-testbed
+addressType: IPv4
+endpoints:
+- addresses: [$node_gateway]
+  conditions: {ready: true}
+ports:
+- name: https
+  port: $api_port
+  protocol: TCP
+EOF
+  healthz=$(testbed_free_port)
+  metrics=$(testbed_free_port)
+  cat >"$n/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: "$Q8S_TEST_KUBECONFIG"}
+hostnameOverride: $node_name
+mode: iptables
+clusterCIDR: $node_subnet
+healthzBindAddress: 127.0.0.1:$healthz
+metricsBindAddress: 127.0.0.1:$metrics
+nodePortAddresses: ["$node_gateway/32"]
+iptables: {localhostNodePorts: false}
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+EOF
+  "$bin/kube-proxy" --config="$n/kube-proxy.yaml" >"$n/kube-proxy.log" 2>&1 &
+  echo $! >"$n/kube-proxy.pid"
+  testbed_wait "$n/kube-proxy.pid" curl -fsS "http://127.0.0.1:$healthz/healthz" ||
+    { tail -30 "$n/kube-proxy.log" >&2; return 1; }
+  # Ready when the apiserver's Service has its rule.
+  testbed_wait "$n/kube-proxy.pid" sh -c 'iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep -q "default/kubernetes:https cluster IP"' ||
+    { tail -30 "$n/kube-proxy.log" >&2; return 1; }
+}
+
+# The cluster DNS: CoreDNS (e2e/dns) on the bridge address, which the kubelet
+# gives pods as their nameserver (clusterDNS), answering for Services and
+# pods under cluster.local from the apiserver. Names outside the cluster get
+# no answer: nothing here reaches the Internet.
+node_dns() { # node folder, bin folder
+  local n=$1 bin=$2 health ready
+  health=$(testbed_free_port)
+  ready=$(testbed_free_port)
+  cat >"$n/Corefile" <<EOF
+cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
+    bind $node_gateway
+    errors
+    health 127.0.0.1:$health
+    ready 127.0.0.1:$ready
+    cache 5
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $Q8S_TEST_KUBECONFIG
+        pods insecure
+    }
+}
+EOF
+  "$bin/coredns" -conf "$n/Corefile" >"$n/coredns.log" 2>&1 &
+  echo $! >"$n/coredns.pid"
+  testbed_wait "$n/coredns.pid" curl -fsS "http://127.0.0.1:$ready/ready" ||
+    { tail -30 "$n/coredns.log" >&2; return 1; }
 }
 
 # Stops the node and leaves nothing behind: pods are deleted through the
@@ -296,7 +434,7 @@ while at < len(text):
             print(ns["path"].rsplit("/", 1)[1])
 ' | sort -u)
   fi
-  for name in kube-scheduler kubelet containerd; do
+  for name in coredns kube-proxy apiserver-proxy kube-scheduler kubelet containerd; do
     if testbed_alive "$n/$name.pid"; then
       pid=$(cat "$n/$name.pid")
       kill "$pid" 2>/dev/null || true
@@ -323,6 +461,10 @@ while at < len(text):
     ip netns delete "$name" 2>/dev/null || true
   done
   ip link delete "$node_bridge" 2>/dev/null || true
-  unset Q8S_TEST_NODE_REDIS_URL
+  # kube-proxy's own rules go with it.
+  if [ -f "$n/kube-proxy.yaml" ]; then
+    "$(dirname "$(readlink -f "$n/containerd.bin")")/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  fi
+  unset Q8S_TEST_NODE_REDIS_URL Q8S_TEST_NODE_REDIS_IMAGE
   started_kube_node=""
 }

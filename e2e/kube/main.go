@@ -6,6 +6,7 @@
 //	kube-controller-manager  k8s.io/kubernetes/cmd/kube-controller-manager
 //	kube-scheduler           k8s.io/kubernetes/cmd/kube-scheduler
 //	kubelet                  k8s.io/kubernetes/cmd/kubelet
+//	kube-proxy               k8s.io/kubernetes/cmd/kube-proxy
 //	kubectl                  k8s.io/kubectl/pkg/cmd
 //	etcd                     go.etcd.io/etcd/server/v3/etcdmain
 //
@@ -32,8 +33,9 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
-	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
+	kubeproxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 // commands maps each name to the main function of that component.
@@ -49,6 +51,9 @@ var commands = map[string]func(){
 	},
 	"kubelet": func() {
 		os.Exit(cli.Run(kubelet.NewKubeletCommand(context.Background())))
+	},
+	"kube-proxy": func() {
+		os.Exit(cli.Run(kubeproxy.NewProxyCommand()))
 	},
 	"kubectl": func() {
 		logs.GlogSetter(kubectl.GetLogVerbosity(os.Args)) // nolint:errcheck

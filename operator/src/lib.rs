@@ -60,9 +60,23 @@ pub(crate) fn assert_generated(path: &str, generated: &str, regenerate: &str) {
 mod tests {
     #[test]
     fn the_committed_crds_are_generated_from_the_types() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/q8s.io.yaml");
         let generated = super::crds().expect("the CRDs render");
-        super::assert_generated(path, &generated, "q8s-operator crds > crds/q8s.io.yaml");
+        for (path, regenerate) in [
+            (
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/q8s.io.yaml"),
+                "q8s-operator crds > crds/q8s.io.yaml",
+            ),
+            // Helm installs a chart's crds/ folder before its templates.
+            (
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../charts/q8s/crds/q8s.io.yaml"
+                ),
+                "q8s-operator crds > charts/q8s/crds/q8s.io.yaml",
+            ),
+        ] {
+            super::assert_generated(path, &generated, regenerate);
+        }
     }
 
     #[test]

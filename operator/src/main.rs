@@ -1,4 +1,4 @@
-//! `q8s-operator`: `crds` prints the CRD YAML, `manifests` the install with its RBAC; `run` reconciles QClusters.
+//! `q8s-operator`: `crds` prints the CRD YAML, `rbac` the rules of its roles; `run` reconciles QClusters and QSchedules.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,10 +7,10 @@ use std::sync::Arc;
 const DEFAULT_IMAGE: &str = "q8s-worker:0.1.0";
 
 const USAGE: &str = "usage: q8s-operator crds                 print the CRD YAML
-       q8s-operator manifests            print manifests/install.yaml: the CRDs, the ServiceAccount and its RBAC
-       q8s-operator run [--namespace NS] [--lease-namespace NS] [--http ADDR]
-           reconcile QClusters (all namespaces, or NS), one replica leading by a Lease
-           (in the Lease namespace: default the pod's or kubeconfig's namespace);
+       q8s-operator rbac                 print the rules of its roles (the chart's files/rbac.yaml)
+       q8s-operator run [--namespace NS[,NS...]]... [--lease-namespace NS] [--lease-name NAME] [--http ADDR]
+           reconcile QClusters and QSchedules (all namespaces, or each NS), one replica leading by a Lease
+           (NAME, default q8s-operator, in the Lease namespace: default the pod's or kubeconfig's);
            --http ADDR serves /metrics, /healthz, /readyz (e.g. 0.0.0.0:9465)
 environment: Q8S_WORKER_IMAGE (default image), Q8S_LOG (filter, default info),
              Q8S_LOG_FORMAT=json (one JSON object per line), POD_NAME (the replica's name)";
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["crds"] => print(q8s_operator::crds().map_err(|e| e.to_string())),
-        ["manifests"] => print(q8s_operator::rbac::install_yaml().map_err(|e| e.to_string())),
+        ["rbac"] => print(q8s_operator::rbac::chart_rules().map_err(|e| e.to_string())),
         ["run", flags @ ..] => match RunFlags::parse(flags) {
             Ok(flags) => run(flags),
             Err(message) => {
@@ -50,18 +50,38 @@ fn print(yaml: Result<String, String>) -> ExitCode {
 
 #[derive(Default)]
 struct RunFlags {
-    namespace: Option<String>,
+    namespaces: Vec<String>,
     lease_namespace: Option<String>,
+    lease_name: Option<String>,
     http: Option<std::net::SocketAddr>,
 }
 
 impl RunFlags {
-    fn parse(mut flags: &[&str]) -> Result<RunFlags, String> {
+    /// Parses `--flag value` and `--flag=value` alike.
+    fn parse(flags: &[&str]) -> Result<RunFlags, String> {
         let mut parsed = RunFlags::default();
-        while let [flag, value, rest @ ..] = flags {
-            match *flag {
-                "--namespace" => parsed.namespace = Some(value.to_string()),
+        let mut flags = flags.iter();
+        while let Some(&given) = flags.next() {
+            let (flag, value) = match given.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => (flag, value),
+                _ if given.starts_with("--") => (
+                    given,
+                    *flags
+                        .next()
+                        .ok_or_else(|| format!("{given} needs a value"))?,
+                ),
+                _ => return Err(format!("unexpected argument {given}")),
+            };
+            match flag {
+                "--namespace" => parsed.namespaces.extend(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|namespace| !namespace.is_empty())
+                        .map(String::from),
+                ),
                 "--lease-namespace" => parsed.lease_namespace = Some(value.to_string()),
+                "--lease-name" => parsed.lease_name = Some(value.to_string()),
                 "--http" => {
                     parsed.http = Some(value.parse().map_err(|_| {
                         format!("--http {value}: not an address; use HOST:PORT, e.g. 0.0.0.0:9465")
@@ -69,13 +89,8 @@ impl RunFlags {
                 }
                 other => return Err(format!("unknown flag {other}")),
             }
-            flags = rest;
         }
-        match flags {
-            [] => Ok(parsed),
-            [flag] => Err(format!("{flag} needs a value")),
-            _ => Err("unexpected arguments".into()),
-        }
+        Ok(parsed)
     }
 }
 
@@ -109,10 +124,13 @@ fn run(flags: RunFlags) -> ExitCode {
             }
         };
         let mut settings = q8s_operator::run::Settings::new(&client, image);
-        settings.namespace = flags.namespace;
+        settings.namespaces = flags.namespaces;
         settings.http = flags.http;
         if let Some(namespace) = flags.lease_namespace {
             settings.lease_namespace = namespace;
+        }
+        if let Some(name) = flags.lease_name {
+            settings.lease_name = name;
         }
         let telemetry = Arc::new(q8s_operator::metrics::Telemetry::default());
         let stop = q8s_operator::run::stop_signal();
@@ -124,4 +142,34 @@ fn run(flags: RunFlags) -> ExitCode {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunFlags;
+
+    #[test]
+    fn flags_take_their_value_after_a_space_or_an_equals_sign() {
+        let flags = RunFlags::parse(&[
+            "--http=0.0.0.0:9465",
+            "--namespace",
+            "a,b",
+            "--namespace=c",
+            "--lease-name",
+            "q8s",
+        ])
+        .expect("valid flags");
+        assert_eq!(flags.namespaces, ["a", "b", "c"]);
+        assert_eq!(flags.http, Some(([0, 0, 0, 0], 9465).into()));
+        assert_eq!(flags.lease_name.as_deref(), Some("q8s"));
+    }
+
+    #[test]
+    fn a_flag_without_its_value_or_an_unknown_one_is_refused_by_name() {
+        let error = |flags: &[&str]| RunFlags::parse(flags).err().unwrap_or_default();
+        assert_eq!(error(&["--http"]), "--http needs a value");
+        assert_eq!(error(&["--color=red"]), "unknown flag --color");
+        assert!(error(&["--http=nowhere"]).contains("not an address"));
+        assert_eq!(error(&["extra"]), "unexpected argument extra");
+    }
 }

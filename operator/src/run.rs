@@ -16,7 +16,7 @@ use crate::leader::{Election, LEASE_DURATION};
 use crate::metrics::Telemetry;
 use crate::{reconciler, scheduler};
 
-/// The name of the operator's Lease.
+/// The name of the operator's Lease, unless `--lease-name` says otherwise.
 pub const LEASE_NAME: &str = "q8s-operator";
 
 /// How one operator replica runs.
@@ -24,10 +24,12 @@ pub const LEASE_NAME: &str = "q8s-operator";
 pub struct Settings {
     /// The worker image of QClusters that name none.
     pub image: String,
-    /// The namespace whose QClusters it reconciles; all when `None`.
-    pub namespace: Option<String>,
+    /// The namespaces whose QClusters and QSchedules it reconciles; all when empty.
+    pub namespaces: Vec<String>,
     /// Where its Lease is.
     pub lease_namespace: String,
+    /// The Lease's name: the Helm chart makes it, so that uninstalling removes it.
+    pub lease_name: String,
     /// This replica's name in the election.
     pub identity: String,
     /// How long the Lease holds without renewal.
@@ -43,8 +45,9 @@ impl Settings {
     pub fn new(client: &Client, image: String) -> Settings {
         Settings {
             image,
-            namespace: None,
+            namespaces: Vec::new(),
             lease_namespace: client.default_namespace().to_string(),
+            lease_name: LEASE_NAME.to_string(),
             identity: identity(),
             lease_duration: LEASE_DURATION,
             reapply: reconciler::REAPPLY,
@@ -101,7 +104,7 @@ pub async fn run(
     let election = Election::with_duration(
         client.clone(),
         &settings.lease_namespace,
-        LEASE_NAME,
+        &settings.lease_name,
         &settings.identity,
         settings.lease_duration,
     );
@@ -112,24 +115,31 @@ pub async fn run(
             () = &mut stop => break,
         }
         telemetry.metrics.leader.set(1);
-        let reconciling = async {
-            tokio::join!(
-                reconciler::run(
-                    client.clone(),
-                    settings.image.clone(),
-                    settings.namespace.clone(),
-                    settings.reapply,
-                    telemetry.clone(),
-                ),
-                scheduler::run(
-                    client.clone(),
-                    settings.namespace.clone(),
-                    telemetry.clone()
-                ),
-            );
+        // One reconciler and scheduler per namespace watched: a Role in each
+        // grants no cluster-wide list, so one watch of all cannot do.
+        let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+            vec![None]
+        } else {
+            settings.namespaces.iter().cloned().map(Some).collect()
         };
+        let reconciling = futures_util::future::join_all(scopes.into_iter().map(|scope| {
+            let (client, telemetry) = (client.clone(), telemetry.clone());
+            let (image, reapply) = (settings.image.clone(), settings.reapply);
+            async move {
+                tokio::join!(
+                    reconciler::run(
+                        client.clone(),
+                        image,
+                        scope.clone(),
+                        reapply,
+                        telemetry.clone(),
+                    ),
+                    scheduler::run(client, scope, telemetry),
+                );
+            }
+        }));
         let lost = tokio::select! {
-            () = reconciling => false,
+            _ = reconciling => false,
             () = election.hold(&telemetry) => true,
             () = &mut stop => false,
         };

@@ -1,5 +1,6 @@
-//! The operator on the test bed's real kube-apiserver and controller-manager.
+//! The operator on the test bed's real kube-apiserver and controller-manager, and its Helm chart.
 
+mod chart;
 mod leader;
 mod node;
 mod pod;

@@ -1,5 +1,5 @@
-//! The operator as its own ServiceAccount, with exactly the RBAC of
-//! `manifests/install.yaml`, on the RBAC-enabled test bed: it reconciles a
+//! The operator as its own ServiceAccount, with exactly the RBAC the Helm
+//! chart grants (a namespace-scoped install), on the RBAC-enabled test bed: it reconciles a
 //! QCluster through every kind of object it touches, and nothing it does is
 //! refused; what it has no business doing is.
 
@@ -13,7 +13,7 @@ use q8s_operator::QCluster;
 use q8s_testbed::{Testbed, eventually};
 
 use crate::support::{
-    Replica, broker_secret, events, install, kubectl, qcluster, sample, service_url,
+    Replica, broker_secret, events, install, kubectl, qcluster, render_chart, sample, service_url,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,14 +29,26 @@ async fn the_operator_runs_as_its_service_account_with_exactly_its_rbac() {
     // Named after the namespace: cluster-wide objects of one test run stay apart.
     let name = format!("q8s-operator-{namespace}");
     let operator = bed.service_account_client(&namespace, &name).await;
-    let objects: Vec<String> = q8s_operator::rbac::objects(&namespace, &name)
-        .iter()
-        .filter(|object| object["kind"] != "ServiceAccount")
-        .map(|object| object.to_string())
-        .collect();
-    for object in &objects {
-        kubectl(&bed, &["apply", "--server-side", "-f", "-"], Some(object));
-    }
+    // The chart's roles for a namespace-scoped install (the ServiceAccount
+    // is the test bed's, to get a token for it).
+    let rendered = render_chart(
+        &bed,
+        &namespace,
+        &namespace,
+        &[
+            "--show-only",
+            "templates/rbac.yaml",
+            "--set",
+            &format!("watchNamespaces={{{namespace}}}"),
+            "--set",
+            &format!("fullnameOverride={name}"),
+        ],
+    );
+    kubectl(
+        &bed,
+        &["apply", "--server-side", "-n", &namespace, "-f", "-"],
+        Some(&rendered),
+    );
     broker_secret(&bed, &namespace, &redis);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())

@@ -93,7 +93,7 @@ impl Replica {
         http: Option<std::net::SocketAddr>,
     ) -> Replica {
         let mut settings = q8s_operator::run::Settings::new(&client, "q8s-worker:test".into());
-        settings.namespace = Some(namespace.into());
+        settings.namespaces = vec![namespace.into()];
         settings.lease_namespace = namespace.into();
         settings.lease_duration = lease_duration;
         settings.http = http;
@@ -225,4 +225,62 @@ where
             .ok_or(format!("{status:?}"))
     })
     .await
+}
+
+/// The chart's folder, `charts/q8s`.
+pub fn chart() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/q8s").to_string()
+}
+
+/// Runs the test bed's `helm` (`Q8S_TEST_HELM`) with the admin kubeconfig; its output.
+pub fn helm(bed: &Testbed, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let program = std::env::var("Q8S_TEST_HELM").expect("Q8S_TEST_HELM: the test bed's helm");
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", bed.kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("helm runs");
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .expect("helm's input");
+    }
+    child.wait_with_output().expect("helm's output")
+}
+
+/// `helm template` of the chart as `release` in `namespace`, with `extra` arguments; the YAML.
+pub fn render_chart(bed: &Testbed, release: &str, namespace: &str, extra: &[&str]) -> String {
+    let kube_version = kube_version();
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        release,
+        &chart,
+        "--namespace",
+        namespace,
+        "--kube-version",
+        &kube_version,
+    ];
+    args.extend_from_slice(extra);
+    let output = helm(bed, &args, None);
+    assert!(
+        output.status.success(),
+        "helm {args:?}: {:?}",
+        text(&output)
+    );
+    text(&output).0
+}
+
+/// The Kubernetes release the test bed runs (e2e/kube pins it).
+pub fn kube_version() -> String {
+    let go_mod = include_str!("../../../e2e/kube/go.mod");
+    go_mod
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("k8s.io/kubernetes "))
+        .map(|version| version.trim().to_string())
+        .expect("e2e/kube/go.mod pins k8s.io/kubernetes")
 }

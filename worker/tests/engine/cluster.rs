@@ -20,15 +20,15 @@ pub fn q8s_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_q8s"))
 }
 
-/// The example worker binary with its own functions, built by `cargo test`.
+/// The example worker binary with its own functions (`examples/custom-worker`).
 fn custom_worker_binary() -> PathBuf {
     let binary = q8s_binary()
         .parent()
         .expect("the binary has a folder")
-        .join("examples/custom_worker");
+        .join("custom-worker");
     assert!(
         binary.exists(),
-        "build the example first: cargo build --example custom_worker"
+        "build the example first: cargo build -p custom-worker"
     );
     binary
 }

@@ -1,12 +1,15 @@
 //! A worker binary of your own: the whole `q8s` command line, plus your functions.
 //!
-//! Build it, and run `custom_worker cluster` instead of `q8s cluster`: its
+//! Build it, and run `custom-worker cluster` instead of `q8s cluster`: its
 //! workers (and the hooks, which run in the sentinel) know `myapp.*`.
 //!
 //! ```sh
-//! cargo build --release --example custom_worker
-//! target/release/examples/custom_worker enqueue --sync myapp.greet World
+//! cargo build --release -p custom-worker
+//! target/release/custom-worker enqueue --sync myapp.greet World
 //! ```
+//!
+//! Its image (`examples/custom-worker/Dockerfile`) is the worker image with
+//! this binary in place of `q8s`: a QCluster runs it with `spec.image`.
 
 use std::io::Write;
 use std::process::ExitCode;
