@@ -113,7 +113,7 @@ printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
 entrypoint=$(field ENTRYPOINT)
 entrypoint=${entrypoint%% *}
 placed=0
-while IFS=$'\t' read -r kind source destination owner; do
+while IFS=$'\t' read -r kind _source destination owner; do
   [ "$kind" = COPY ] || continue
   mkdir -p "$root$(dirname "$destination")"
   if [ "$destination" = "$entrypoint" ]; then

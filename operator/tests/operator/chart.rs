@@ -442,6 +442,10 @@ async fn helm_installs_upgrades_and_uninstalls_the_operator_with_the_example_run
         )),
         "{notes}"
     );
+    assert!(
+        notes.contains("helm uninstall removes the operator and everything this chart made"),
+        "the notes do not say what an uninstall keeps: {notes}"
+    );
 
     // The operator runs from its image, as its own ServiceAccount, not as root.
     let selector =
