@@ -47,6 +47,16 @@ fn duration_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
 
+/// Waits run longer than tasks do: a backlog is minutes or hours old.
+const WAIT_BUCKETS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
+    14400.0,
+];
+
+fn wait_histogram() -> Histogram {
+    Histogram::new(WAIT_BUCKETS)
+}
+
 /// Everything a cluster counts, registered for exposition.
 #[derive(Debug)]
 pub struct Metrics {
@@ -69,12 +79,15 @@ pub struct Metrics {
     pub result_queue: Gauge,
     /// Packages waiting in the broker, as last read.
     pub broker_queue: Gauge,
+    /// Seconds the oldest waiting package has waited, as last read; a series
+    /// only where the broker can say (the SQL broker).
+    pub broker_queue_age: Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Live worker processes.
     pub workers: Gauge,
     /// Seconds a task's function ran, by function.
     pub task_duration: Family<FuncLabel, Histogram, fn() -> Histogram>,
-    /// Seconds from enqueue to start.
-    pub task_wait: Histogram,
+    /// Seconds from enqueue to start, by function.
+    pub task_wait: Family<FuncLabel, Histogram, fn() -> Histogram>,
     /// Tasks finished with success, for Stat (exposed by `tasks_finished`).
     pub successes: Counter,
     /// Tasks finished without success, for Stat (exposed by `tasks_finished`).
@@ -141,6 +154,12 @@ impl Metrics {
             "Packages waiting in the broker",
             broker_queue.clone(),
         );
+        let broker_queue_age = Family::default();
+        registry.register(
+            "broker_queue_age_seconds",
+            "Seconds the oldest package waiting in the broker has waited",
+            broker_queue_age.clone(),
+        );
         let workers = Gauge::default();
         registry.register("workers", "Live worker processes", workers.clone());
         let task_duration = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
@@ -149,7 +168,7 @@ impl Metrics {
             "Seconds a task's function ran",
             task_duration.clone(),
         );
-        let task_wait = duration_histogram();
+        let task_wait = Family::new_with_constructor(wait_histogram as fn() -> Histogram);
         registry.register(
             "task_wait_seconds",
             "Seconds from enqueue to start",
@@ -166,6 +185,7 @@ impl Metrics {
             task_queue,
             result_queue,
             broker_queue,
+            broker_queue_age,
             workers,
             task_duration,
             task_wait,

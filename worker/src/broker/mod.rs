@@ -178,6 +178,12 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     async fn queue_size(&self) -> Result<u64, BrokerError>;
     /// Packages delivered and not yet acknowledged, whose receipts are live.
     async fn lock_size(&self) -> Result<u64, BrokerError>;
+    /// How long the oldest waiting package has waited (zero when none waits);
+    /// `None` when the broker cannot say (Redis keeps no enqueue time beside
+    /// the signed package, SQS publishes it only to CloudWatch).
+    async fn oldest_waiting(&self) -> Result<Option<Duration>, BrokerError> {
+        Ok(None)
+    }
     /// Whether the broker answers.
     async fn ping(&self) -> Result<(), BrokerError>;
     /// Name and location.

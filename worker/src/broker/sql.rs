@@ -347,6 +347,21 @@ impl Broker for SqlBroker {
         Ok(row.try_get::<i64, _>(0)? as u64)
     }
 
+    async fn oldest_waiting(&self) -> Result<Option<Duration>, BrokerError> {
+        let now = self.clock.now_micros();
+        let row = sqlx::query(
+            "SELECT MIN(enqueued_at) FROM q8s_queue WHERE queue = $1 AND locked_until <= $2",
+        )
+        .bind(&self.queue)
+        .bind(now)
+        .fetch_one(self.db.pool())
+        .await?;
+        let oldest: Option<i64> = row.try_get(0)?;
+        Ok(Some(oldest.map_or(Duration::ZERO, |enqueued| {
+            Duration::from_micros(u64::try_from(now - enqueued).unwrap_or(0))
+        })))
+    }
+
     async fn ping(&self) -> Result<(), BrokerError> {
         sqlx::query("SELECT 1").execute(self.db.pool()).await?;
         Ok(())

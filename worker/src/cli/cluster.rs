@@ -182,7 +182,7 @@ pub(super) async fn info(config: Config, json: bool) -> Result<Exit, Failure> {
 }
 
 /// Hours, minutes and seconds, as the seed's monitor shows uptime.
-fn uptime(seconds: f64) -> String {
+pub(super) fn uptime(seconds: f64) -> String {
     let seconds = seconds.max(0.0) as u64;
     format!(
         "{}:{:02}:{:02}",

@@ -3,6 +3,8 @@
 mod bench;
 mod cluster;
 mod commands;
+#[cfg(feature = "monitor")]
+mod monitor;
 mod schedule;
 
 use std::path::PathBuf;
@@ -129,6 +131,12 @@ enum Command {
         /// Print the raw Stats as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Watch every cluster on the broker, live (the seed's qmonitor); q quits.
+    Monitor {
+        /// Print the table once, as text, and exit (also when stdout is no terminal).
+        #[arg(long)]
+        once: bool,
     },
     /// Schedules: create, list, delete, pause, resume.
     #[command(subcommand)]
@@ -361,6 +369,13 @@ async fn run(cli: Cli, registry: &RegistryFactory) -> Result<Exit, Failure> {
         Command::Bench(args) => bench::bench(config, config_args, args).await,
         Command::Schedule(command) => schedule::schedule(config, command).await,
         Command::Stat { json } => cluster::stat(config, json).await,
+        #[cfg(feature = "monitor")]
+        Command::Monitor { once } => monitor::monitor(config, once).await,
+        #[cfg(not(feature = "monitor"))]
+        Command::Monitor { .. } => Err(Failure::new(
+            Exit::Usage,
+            "this q8s was built without the monitor feature: build it with --features monitor",
+        )),
         Command::WorkerProcess { .. } => Ok(Exit::Usage),
         Command::Enqueue(args) => {
             let functions = registry(&config)?;

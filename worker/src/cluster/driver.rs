@@ -201,7 +201,10 @@ impl Driver {
         let waited = (Utc::now() - held.task.enqueued)
             .num_microseconds()
             .unwrap_or(0);
-        metrics.task_wait.observe(waited as f64 / 1e6);
+        metrics
+            .task_wait
+            .get_or_create(&func)
+            .observe(waited as f64 / 1e6);
         let limit = self.shared.timeout_of(&held.task);
         let job = Job {
             task: held.task.clone(),

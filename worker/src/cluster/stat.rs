@@ -85,7 +85,8 @@ pub async fn publish(shared: &Shared, progress: &Progress, identity: &StatIdenti
     }
 }
 
-/// Publishes the Stat every few seconds, and reads the broker's queue size for its gauge.
+/// Publishes the Stat every few seconds, and reads the broker's queue size
+/// and the age of its oldest package for their gauges.
 pub async fn publish_every_interval(
     shared: Arc<Shared>,
     progress: Arc<Progress>,
@@ -98,6 +99,13 @@ pub async fn publish_every_interval(
                 .metrics
                 .broker_queue
                 .set(i64::try_from(size).unwrap_or(i64::MAX));
+        }
+        if let Ok(Some(age)) = shared.broker.oldest_waiting().await {
+            shared
+                .metrics
+                .broker_queue_age
+                .get_or_create(&Vec::new())
+                .set(age.as_secs_f64());
         }
         tokio::time::sleep(STAT_INTERVAL).await;
     }

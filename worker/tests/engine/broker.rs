@@ -661,3 +661,39 @@ async fn redis_stat_board_holds_one_queues_clusters_and_forgets_expired_ones() {
         "an expired Stat stayed in the index: {index:?}"
     );
 }
+
+#[tokio::test]
+async fn the_oldest_waiting_packages_age_follows_the_clock_where_the_broker_keeps_it() {
+    for db in backends().await {
+        let clock = Clock::manual(Utc::now());
+        let broker = broker_on(&db, "age", &clock).await;
+        let Some(empty) = broker.oldest_waiting().await.expect("age") else {
+            // Redis and SQS cannot say: their metric has no series.
+            assert!(
+                matches!(db, Backend::Redis { .. }) || db.label() == "sqs",
+                "{}",
+                db.label()
+            );
+            continue;
+        };
+        assert_eq!(empty, Duration::ZERO, "{}: nothing waits", db.label());
+        broker.enqueue(&package(1), None).await.expect("enqueue");
+        clock.advance(Duration::from_secs(30));
+        broker.enqueue(&package(2), None).await.expect("enqueue");
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(
+            broker.oldest_waiting().await.expect("age"),
+            Some(Duration::from_secs(40)),
+            "{}",
+            db.label()
+        );
+        // In flight is not waiting: the second is the oldest now.
+        assert_eq!(broker.dequeue(1).await.expect("dequeue").len(), 1);
+        assert_eq!(
+            broker.oldest_waiting().await.expect("age"),
+            Some(Duration::from_secs(10)),
+            "{}",
+            db.label()
+        );
+    }
+}

@@ -89,7 +89,7 @@ impl ClusterProcess {
         }
     }
 
-    fn pid(&self) -> Pid {
+    pub fn pid(&self) -> Pid {
         Pid::from_raw(self.child.id() as i32)
     }
 
@@ -828,6 +828,18 @@ async fn cluster_serves_health_readiness_and_metrics_and_pins_workers() {
         assert_eq!(
             value("q8s_task_duration_seconds_count", &duration),
             Some(3.0),
+            "{body}"
+        );
+        // The wait from enqueue to start, by function too.
+        assert_eq!(
+            value("q8s_task_wait_seconds_count", &duration),
+            Some(3.0),
+            "{body}"
+        );
+        // The SQL broker says how old its oldest waiting package is.
+        assert!(
+            value("q8s_broker_queue_age_seconds", &[])
+                .is_some_and(|age| (0.0..60.0).contains(&age)),
             "{body}"
         );
         assert!(

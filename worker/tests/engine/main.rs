@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod cluster;
 mod cron;
+mod monitor;
 mod schedules;
 mod store;
 mod support;
