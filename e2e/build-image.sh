@@ -85,7 +85,7 @@ hash=$(
     git -C "$repo" rev-parse HEAD 2>/dev/null || true
     # shellcheck disable=SC2086
     sha256sum $libraries
-    [ -f "$certificates" ] && sha256sum "$certificates"
+    if [ -f "$certificates" ]; then sha256sum "$certificates"; fi
   } | sha256sum | cut -c1-16
 )
 out="$cache/$title-$tag-$hash.tar"

@@ -24,12 +24,14 @@ k8s_version=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$e2e/kube/go.m
 image=${Q8S_KIND_IMAGE:-kindest/node:$k8s_version}
 dir="${XDG_CACHE_HOME:-$HOME/.cache}/q8s/kind-$cluster"
 
-bin=$("$e2e/build-testbed.sh")
 kind="$(go env GOPATH)/bin/kind"
 if ! "$kind" version 2>/dev/null | grep -q "${kind_version#v}"; then
   echo "installing kind $kind_version" >&2
   GOTOOLCHAIN=local CGO_ENABLED=0 nice -n 19 go install "sigs.k8s.io/kind@$kind_version" >&2
 fi
+bin=""
+# kubectl and helm, for the commands that talk to the cluster.
+tools() { bin=$("$e2e/build-testbed.sh"); }
 
 repo=$(cd "$e2e/.." && pwd)
 docker=${DOCKER:-docker}
@@ -68,14 +70,17 @@ install() {
 
   echo "== a task from outside" >&2
   (cd "$repo" && cargo build --quiet -p q8s)
-  local q8s="${CARGO_TARGET_DIR:-$repo/target}/debug/q8s" password port forward id result
+  local q8s="${CARGO_TARGET_DIR:-$repo/target}/debug/q8s" password port id result
   k -n "$namespace" get secret example-signing-key -o jsonpath='{.data.keys}' | base64 -d >"$dir/example.key"
   password=$(k -n "$namespace" get secret example-redis -o jsonpath='{.data.password}' | base64 -d)
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   k -n "$namespace" port-forward svc/example-redis "$port:6379" >/dev/null &
   forward=$!
   trap 'kill "$forward" 2>/dev/null || true' EXIT
-  sleep 2
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.2
+  done
   local settings=(--set "broker=redis://:$password@127.0.0.1:$port/0" --set name=example)
   id=$("$q8s" "${settings[@]}" --set secret_key_file="$dir/example.key" --set cached=600 \
     enqueue q8s.echo "hello from kind")
@@ -86,13 +91,17 @@ install() {
   done
   case "$result" in
     *"hello from kind"*) echo "the example ran task $id: $result" >&2 ;;
-    *) echo "no result for task $id after 60 s (got '$result')" >&2; return 1 ;;
+    *) echo "no result for task $id after 60 s (got '$result')" >&2; kill "$forward"; return 1 ;;
   esac
+  kill "$forward" 2>/dev/null || true
+  trap - EXIT
 }
 
+forward=""
 case "${1:-start}" in
-  install) install ;;
+  install) tools; install ;;
   start)
+    tools
     cluster_up
     # kind has no token file: the user without grants is a ServiceAccount of a namespace
     # of its own, and RBAC matches its user name as the tests bind it.
@@ -114,5 +123,5 @@ case "${1:-start}" in
     "$kind" delete cluster --name "$cluster" >&2
     rm -rf "$dir"
     ;;
-  *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;
+  *) echo "usage: $0 [install|start|stop]" >&2; exit 2 ;;
 esac

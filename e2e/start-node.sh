@@ -322,6 +322,8 @@ node_service_network() { # node folder, bin folder
   socat -lf "$n/apiserver-proxy.log" "TCP-LISTEN:$api_port,bind=$node_gateway,fork,reuseaddr" \
     "TCP:127.0.0.1:$api_port" &
   echo $! >"$n/apiserver-proxy.pid"
+  testbed_wait "$n/apiserver-proxy.pid" curl -ksS -o /dev/null "https://$node_gateway:$api_port/" ||
+    { tail -5 "$n/apiserver-proxy.log" >&2; return 1; }
   "$Q8S_TEST_KUBECTL" --kubeconfig "$Q8S_TEST_KUBECONFIG" apply --server-side -f - >/dev/null <<EOF || return 1
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -352,7 +354,9 @@ clusterCIDR: $node_subnet
 healthzBindAddress: 127.0.0.1:$healthz
 metricsBindAddress: 127.0.0.1:$metrics
 nodePortAddresses: ["$node_gateway/32"]
-iptables: {localhostNodePorts: false}
+# Pod to Service to a pod on the same bridge: masquerading sends the reply
+# back through the node, so it does not depend on the host's br_netfilter.
+iptables: {localhostNodePorts: false, masqueradeAll: true}
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
   "$bin/kube-proxy" --config="$n/kube-proxy.yaml" >"$n/kube-proxy.log" 2>&1 &
@@ -433,6 +437,10 @@ while at < len(text):
         if ns.get("type") == "network" and ns.get("path", "").startswith("/var/run/netns/"):
             print(ns["path"].rsplit("/", 1)[1])
 ' | sort -u)
+  fi
+  # socat forks a child per connection: they go with their parent.
+  if testbed_alive "$n/apiserver-proxy.pid"; then
+    pkill -P "$(cat "$n/apiserver-proxy.pid")" socat 2>/dev/null || true
   fi
   for name in coredns kube-proxy apiserver-proxy kube-scheduler kubelet containerd; do
     if testbed_alive "$n/$name.pid"; then

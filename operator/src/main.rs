@@ -73,13 +73,19 @@ impl RunFlags {
                 _ => return Err(format!("unexpected argument {given}")),
             };
             match flag {
-                "--namespace" => parsed.namespaces.extend(
-                    value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|namespace| !namespace.is_empty())
-                        .map(String::from),
-                ),
+                "--namespace" => {
+                    for namespace in value.split(',').map(str::trim) {
+                        if namespace.is_empty() {
+                            return Err(format!(
+                                "--namespace {value:?}: an empty namespace; name one, or leave the flag out to watch all"
+                            ));
+                        }
+                        // One reconciler per namespace, however often it is named.
+                        if !parsed.namespaces.iter().any(|known| known == namespace) {
+                            parsed.namespaces.push(namespace.to_string());
+                        }
+                    }
+                }
                 "--lease-namespace" => parsed.lease_namespace = Some(value.to_string()),
                 "--lease-name" => parsed.lease_name = Some(value.to_string()),
                 "--http" => {
@@ -154,7 +160,7 @@ mod tests {
             "--http=0.0.0.0:9465",
             "--namespace",
             "a,b",
-            "--namespace=c",
+            "--namespace=c,a",
             "--lease-name",
             "q8s",
         ])
@@ -171,5 +177,6 @@ mod tests {
         assert_eq!(error(&["--color=red"]), "unknown flag --color");
         assert!(error(&["--http=nowhere"]).contains("not an address"));
         assert_eq!(error(&["extra"]), "unexpected argument extra");
+        assert!(error(&["--namespace="]).contains("an empty namespace"));
     }
 }

@@ -171,11 +171,12 @@ impl Metrics {
             .inc();
     }
 
-    /// The OpenMetrics text, the per-QCluster gauges read from `qclusters`' status now.
-    pub fn render(&self, qclusters: Option<&Store<QCluster>>) -> String {
+    /// The OpenMetrics text, the per-QCluster gauges read from the status of
+    /// the QClusters in `stores` (one per namespace watched) now.
+    pub fn render(&self, stores: &[Store<QCluster>]) -> String {
         self.queued.clear();
         self.workers.clear();
-        for qcluster in qclusters.map(Store::state).unwrap_or_default() {
+        for qcluster in stores.iter().flat_map(Store::state) {
             let Some(totals) = qcluster.status.as_ref().and_then(|s| s.totals.as_ref()) else {
                 continue;
             };
@@ -202,17 +203,27 @@ impl Metrics {
 pub struct Telemetry {
     /// The counters.
     pub metrics: Metrics,
-    qclusters: Mutex<Option<Store<QCluster>>>,
+    qclusters: Mutex<Vec<Store<QCluster>>>,
     apiserver: AtomicBool,
 }
 
 impl Telemetry {
-    /// The QClusters the reconciler watches, for the per-QCluster gauges.
+    /// The QClusters a reconciler watches, for the per-QCluster gauges: one
+    /// store per namespace watched, added when its reconciler starts;
+    /// [`Telemetry::not_watching`] forgets them when this replica stops leading.
     pub fn watching(&self, qclusters: Store<QCluster>) {
-        *self
-            .qclusters
+        self.qclusters
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(qclusters);
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(qclusters);
+    }
+
+    /// Forgets the watched QClusters: this replica stopped reconciling.
+    pub fn not_watching(&self) {
+        self.qclusters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Whether the last call to the apiserver answered.
@@ -232,6 +243,6 @@ impl Telemetry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        self.metrics.render(qclusters.as_ref())
+        self.metrics.render(&qclusters)
     }
 }

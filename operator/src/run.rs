@@ -144,6 +144,7 @@ pub async fn run(
             () = &mut stop => false,
         };
         telemetry.metrics.leader.set(0);
+        telemetry.not_watching();
         if !lost {
             break;
         }

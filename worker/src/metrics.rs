@@ -84,6 +84,8 @@ pub struct Metrics {
     pub broker_queue_age: Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Live worker processes.
     pub workers: Gauge,
+    /// Tasks running in workers now.
+    pub tasks_running: Gauge,
     /// Seconds a task's function ran, by function.
     pub task_duration: Family<FuncLabel, Histogram, fn() -> Histogram>,
     /// Seconds from enqueue to start, by function.
@@ -162,6 +164,12 @@ impl Metrics {
         );
         let workers = Gauge::default();
         registry.register("workers", "Live worker processes", workers.clone());
+        let tasks_running = Gauge::default();
+        registry.register(
+            "tasks_running",
+            "Tasks running in workers now",
+            tasks_running.clone(),
+        );
         let task_duration = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         registry.register(
             "task_duration_seconds",
@@ -187,6 +195,7 @@ impl Metrics {
             broker_queue,
             broker_queue_age,
             workers,
+            tasks_running,
             task_duration,
             task_wait,
             successes: Counter::default(),

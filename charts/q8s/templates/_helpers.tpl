@@ -1,6 +1,16 @@
-{{/* The name of the operator's objects: RELEASE-operator, or fullnameOverride. */}}
+{{/* The name of the operator's objects: RELEASE-operator, or fullnameOverride;
+  52 characters at most, so that NAME-metrics and NAME-lease stay names. */}}
 {{- define "q8s.fullname" -}}
-{{- default (printf "%s-operator" .Release.Name) .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- default (printf "%s-operator" .Release.Name) .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels of the example's objects: the release's, not the operator's. */}}
+{{- define "q8s.exampleLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+app.kubernetes.io/name: q8s-example
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: q8s
+app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/* Labels of every object the chart makes. */}}

@@ -159,6 +159,25 @@ async fn helm_lint_is_clean_and_bad_values_are_refused_naming_the_key() {
             "{name}: {stderr}"
         );
     }
+    // The example goes into the release's namespace, which must be watched.
+    let file = values_file(
+        &folder,
+        "unwatched-example.yaml",
+        "examples: {enabled: true}\nwatchNamespaces: [elsewhere]\n",
+    );
+    let refused = helm(
+        &bed,
+        &["install", "q8s", &chart(), "-n", &namespace, "-f", &file],
+        None,
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused)
+            .1
+            .contains("which watchNamespaces leaves out"),
+        "{:?}",
+        text(&refused)
+    );
     // Nothing was installed by the refused attempts.
     let releases = helm(&bed, &["list", "-n", &namespace, "-q"], None);
     assert_eq!(text(&releases).0.trim(), "", "{:?}", text(&releases));

@@ -142,7 +142,9 @@ impl Driver {
                 },
             };
             self.progress.running.fetch_add(1, Ordering::SeqCst);
+            self.shared.metrics.tasks_running.inc();
             let keep = self.work(current, held).await;
+            self.shared.metrics.tasks_running.dec();
             self.progress.running.fetch_sub(1, Ordering::SeqCst);
             if !keep {
                 if let Some(old) = worker.take() {
