@@ -2,7 +2,7 @@
 # Builds the Kubernetes test bed from Go modules: the q8s-kube multi-call binary
 # of e2e/kube (kube-apiserver, etcd, kubectl, kube-controller-manager,
 # kube-scheduler, kubelet, kube-proxy), helm, containerd with its runc shim and
-# ctr, and CoreDNS (e2e/dns); and the Prometheus Operator's CRDs beside them
+# ctr, CoreDNS (e2e/dns), Prometheus and promtool, q8s-dashboards (e2e/dashboards); and the Prometheus Operator's CRDs beside them
 # (../crds). Prints the folder holding the commands on stdout.
 #
 # The result lives outside the clone, in a folder named by the content hash of
@@ -25,6 +25,9 @@ containerd_version=v2.4.2
 # The Prometheus Operator's CRDs (ServiceMonitor, PrometheusRule), taken from
 # its Go module: the chart makes those objects only where they exist.
 prometheus_operator_version=v0.85.0
+# Prometheus and promtool, for the dashboards' queries and the alert rules'
+# tests; without service discovery (remove_all_sd): the tests give targets.
+prometheus_version=v0.316.0
 # Bump when the build flags below change, so the hash changes with them.
 recipe=1
 
@@ -35,7 +38,9 @@ hash=$(
   {
     cat "$module/go.mod" "$module/go.sum" "$module/main.go"
     cat "$e2e/dns/go.mod" "$e2e/dns/go.sum" "$e2e/dns/main.go"
+    cat "$e2e/dashboards/go.mod" "$e2e/dashboards/go.sum" "$e2e/dashboards/main.go"
     echo "helm $helm_version containerd $containerd_version prometheus-operator $prometheus_operator_version"
+    echo "prometheus $prometheus_version"
     echo "recipe $recipe $(go env GOVERSION GOOS GOARCH)"
   } | sha256sum | cut -c1-16
 )
@@ -96,6 +101,19 @@ start=$SECONDS
 (cd "$e2e/dns" && nice -n 19 go build -p "$jobs" -mod=readonly -trimpath -ldflags "-s -w" \
   -o "$work/bin/coredns" .)
 echo "coredns built in $((SECONDS - start)) s" >&2
+
+# The dashboards' check against Grafana's typed model (e2e/dashboards).
+start=$SECONDS
+(cd "$e2e/dashboards" && nice -n 19 go build -p "$jobs" -mod=readonly -trimpath -ldflags "-s -w" \
+  -o "$work/bin/q8s-dashboards" .)
+echo "q8s-dashboards built in $((SECONDS - start)) s" >&2
+
+start=$SECONDS
+(cd "$work" && GOBIN="$work/bin" nice -n 19 go install -p "$jobs" -trimpath -ldflags "-s -w" \
+  -tags remove_all_sd \
+  "github.com/prometheus/prometheus/cmd/prometheus@$prometheus_version" \
+  "github.com/prometheus/prometheus/cmd/promtool@$prometheus_version")
+echo "prometheus and promtool built in $((SECONDS - start)) s" >&2
 
 mkdir -p "$work/crds"
 source=$(cd "$work" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$prometheus_operator_version" |

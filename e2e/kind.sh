@@ -115,7 +115,9 @@ case "${1:-start}" in
       "Q8S_TEST_KUBE_CA=$dir/ca.crt" "Q8S_TEST_KUBE_USER_TOKEN=$token" \
       "Q8S_TEST_KUBE_USER=system:serviceaccount:q8s-testbed:q8s-tester" \
       "Q8S_TEST_KUBECTL=$bin/kubectl" "Q8S_TEST_HELM=$bin/helm" \
-      "Q8S_TEST_MONITORING_CRDS=$(dirname "$bin")/crds"; do
+      "Q8S_TEST_MONITORING_CRDS=$(dirname "$bin")/crds" \
+      "Q8S_TEST_PROMETHEUS=$bin/prometheus" "Q8S_TEST_PROMTOOL=$bin/promtool" \
+      "Q8S_TEST_DASHBOARDS_CHECK=$bin/q8s-dashboards"; do
       printf 'export %s=%q\n' "${pair%%=*}" "${pair#*=}"
     done
     ;;

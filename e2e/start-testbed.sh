@@ -14,6 +14,8 @@
 #   Q8S_TEST_KUBECTL           kubectl of the same Kubernetes version
 #   Q8S_TEST_HELM              helm v3
 #   Q8S_TEST_MONITORING_CRDS   the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs
+#   Q8S_TEST_PROMETHEUS, Q8S_TEST_PROMTOOL   Prometheus and promtool
+#   Q8S_TEST_DASHBOARDS_CHECK  q8s-dashboards: the dashboards in Grafana's typed model, their queries
 # stop_kube_testbed stops, by their process ids, only what start_kube_testbed started.
 #
 # Run as a command, for a shell of your own:
@@ -184,6 +186,8 @@ start_kube_testbed() {
   export Q8S_TEST_KUBECTL="$bin/kubectl"
   export Q8S_TEST_HELM="$bin/helm"
   export Q8S_TEST_MONITORING_CRDS="$(dirname "$bin")/crds"
+  export Q8S_TEST_PROMETHEUS="$bin/prometheus" Q8S_TEST_PROMTOOL="$bin/promtool"
+  export Q8S_TEST_DASHBOARDS_CHECK="$bin/q8s-dashboards"
   testbed_kubeconfig "$Q8S_TEST_KUBECONFIG" q8s-admin "$admin_token"
   local auth=(-fsS --cacert "$d/ca.crt" -H "Authorization: Bearer $admin_token")
   testbed_wait "$d/kube-apiserver.pid" curl "${auth[@]}" "$Q8S_TEST_KUBE_URL/readyz" &&
@@ -205,7 +209,8 @@ start_kube_testbed() {
 
   local name
   for name in Q8S_TEST_KUBE_URL Q8S_TEST_KUBE_CA Q8S_TEST_KUBE_TOKEN Q8S_TEST_KUBE_USER_TOKEN \
-    Q8S_TEST_KUBECONFIG Q8S_TEST_KUBECTL Q8S_TEST_HELM Q8S_TEST_MONITORING_CRDS; do
+    Q8S_TEST_KUBECONFIG Q8S_TEST_KUBECTL Q8S_TEST_HELM Q8S_TEST_MONITORING_CRDS \
+    Q8S_TEST_PROMETHEUS Q8S_TEST_PROMTOOL Q8S_TEST_DASHBOARDS_CHECK; do
     printf 'export %s=%q\n' "$name" "${!name}"
   done >"$d/env"
   echo "Kubernetes test bed ($("$bin/kube-apiserver" --version)) started at $Q8S_TEST_KUBE_URL ($d)" >&2

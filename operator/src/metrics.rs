@@ -20,6 +20,11 @@ use crate::qcluster::QCluster;
 /// The content type of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The categories of failed reconciles ([`crate::reconciler::ReconcileError::category`]).
+pub const ERROR_CATEGORIES: [&str; 3] = ["apiserver", "serialize", "randomness"];
+/// Why a QSchedule slot is skipped.
+pub const SKIP_REASONS: [&str; 3] = ["suspended", "deadline", "forbidden"];
+
 /// A reconcile's outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -70,6 +75,8 @@ pub struct Metrics {
     pub schedule_enqueue_errors: Counter,
     queued: Family<QClusterLabels, Gauge>,
     workers: Family<QClusterLabels, Gauge>,
+    clusters: Family<QClusterLabels, Gauge>,
+    replicas_desired: Family<QClusterLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -127,6 +134,30 @@ impl Default for Metrics {
             "Worker processes of each QCluster's live clusters, as its status last said",
             workers.clone(),
         );
+        let clusters = Family::default();
+        registry.register(
+            "clusters",
+            "Live clusters (pods publishing a Stat) of each QCluster, as its status last said",
+            clusters.clone(),
+        );
+        let replicas_desired = Family::default();
+        registry.register(
+            "replicas_desired",
+            "Clusters (pods) each QCluster asks for: its spec.replicas",
+            replicas_desired.clone(),
+        );
+        // Every category and reason starts at zero, so a dashboard or an alert
+        // sees a series (and a rate of 0) before the first one happens.
+        for category in ERROR_CATEGORIES {
+            let _ = errors.get_or_create(&CategoryLabel {
+                category: category.to_string(),
+            });
+        }
+        for reason in SKIP_REASONS {
+            let _ = schedule_skips.get_or_create(&SkipLabel {
+                reason: reason.to_string(),
+            });
+        }
         Metrics {
             registry,
             reconciles,
@@ -138,6 +169,8 @@ impl Default for Metrics {
             schedule_enqueue_errors,
             queued,
             workers,
+            clusters,
+            replicas_desired,
         }
     }
 }
@@ -176,14 +209,22 @@ impl Metrics {
     pub fn render(&self, stores: &[Store<QCluster>]) -> String {
         self.queued.clear();
         self.workers.clear();
+        self.clusters.clear();
+        self.replicas_desired.clear();
         for qcluster in stores.iter().flat_map(Store::state) {
-            let Some(totals) = qcluster.status.as_ref().and_then(|s| s.totals.as_ref()) else {
-                continue;
-            };
             let labels = QClusterLabels {
                 namespace: qcluster.namespace().unwrap_or_default(),
                 qcluster: qcluster.name_any(),
             };
+            self.replicas_desired
+                .get_or_create(&labels)
+                .set(i64::from(qcluster.spec.replicas));
+            let Some(totals) = qcluster.status.as_ref().and_then(|s| s.totals.as_ref()) else {
+                // No status yet: no cluster up either, which an alert wants to see.
+                self.clusters.get_or_create(&labels).set(0);
+                continue;
+            };
+            self.clusters.get_or_create(&labels).set(totals.clusters);
             if let Some(queued) = totals.queued {
                 self.queued.get_or_create(&labels).set(queued);
             }

@@ -349,6 +349,29 @@ async fn the_chart_makes_monitors_alert_rules_and_dashboards_where_they_have_a_h
     );
 }
 
+#[test]
+fn the_alert_rules_pass_promtool_and_each_fires_only_when_it_should() {
+    let Some(promtool) = service_url("Q8S_TEST_PROMTOOL", "promtool") else {
+        return;
+    };
+    let dashboards = concat!(env!("CARGO_MANIFEST_DIR"), "/../dashboards");
+    for args in [
+        ["check", "rules", "alerts.yaml"],
+        ["test", "rules", "alerts.test.yaml"],
+    ] {
+        let output = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(dashboards)
+            .output()
+            .expect("promtool runs");
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {:?}",
+            text(&output)
+        );
+    }
+}
+
 /// The IP of the one pod in `namespace` matching `selector`, once it runs.
 async fn pod_ip(bed: &Testbed, namespace: &str, selector: &str) -> String {
     let pods = Api::<Pod>::namespaced(bed.client(), namespace);

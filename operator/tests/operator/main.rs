@@ -4,6 +4,7 @@ mod chart;
 mod leader;
 mod node;
 mod pod;
+mod prometheus;
 mod rbac;
 mod reconcile;
 mod schedule;

@@ -165,10 +165,14 @@ async fn the_operator_runs_as_its_service_account_with_exactly_its_rbac() {
         ) > 0.0,
         "{metrics}"
     );
-    assert!(
-        !metrics.contains("q8s_operator_reconcile_errors_total{"),
-        "a reconcile failed:\n{metrics}"
-    );
+    // Every category has its series from the start, and each is still 0.
+    for category in q8s_operator::metrics::ERROR_CATEGORIES {
+        let series = format!("q8s_operator_reconcile_errors_total{{category=\"{category}\"}}");
+        assert!(
+            metrics.contains(&format!("{series} 0")),
+            "a reconcile failed ({category}):\n{metrics}"
+        );
+    }
     let series = format!("q8s_operator_workers{{namespace=\"{namespace}\",qcluster=\"reports\"}}");
     assert!(
         metrics.contains(&series),
