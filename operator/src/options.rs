@@ -27,7 +27,10 @@ pub const OWNED_BY_THE_OPERATOR: &[(&str, &str)] = &[
         "a cluster never runs tasks in the enqueuing process",
     ),
     ("cache", "Django's cache name; no effect in q8s"),
-    ("error_reporter", "not built yet"),
+    (
+        "error_reporter",
+        "a Sentry DSN is a secret: give it to the pods with spec.env (SENTRY_DSN)",
+    ),
 ];
 
 /// An option's camelCase name, as the spec spells it.

@@ -19,6 +19,7 @@ pub mod package;
 pub mod producer;
 pub mod reader;
 pub mod registry;
+pub mod report;
 pub mod request;
 pub mod schedule;
 pub mod stat;

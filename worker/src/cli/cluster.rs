@@ -13,7 +13,9 @@ use crate::store::{Database, Store};
 impl From<ClusterError> for Failure {
     fn from(error: ClusterError) -> Failure {
         let exit = match &error {
-            ClusterError::Config(_) | ClusterError::Package(_) => Exit::Usage,
+            ClusterError::Config(_) | ClusterError::Package(_) | ClusterError::Report(_) => {
+                Exit::Usage
+            }
             ClusterError::Broker(error) if error.is_usage() => Exit::Usage,
             ClusterError::Database(error) if error.is_usage() => Exit::Usage,
             ClusterError::Database(_) | ClusterError::Broker(_) => Exit::Unavailable,

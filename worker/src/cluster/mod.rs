@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     pub pids: Mutex<Vec<u32>>,
     /// The memory cgroup's OOM kills, where they can be read.
     pub oom: Option<oom::OomWatch>,
+    /// Where failures and the cluster's errors are reported (Sentry), if anywhere.
+    pub reporter: crate::report::Reporter,
 }
 
 impl Shared {

@@ -96,10 +96,14 @@ async fn save(shared: &Shared, batch: &[Finished]) {
     let mut failures = 0;
     while let Err(error) = shared.store.save_all(&records).await {
         failures += 1;
-        tracing::error!(
+        let message = format!(
             "monitor: cannot save {} results, retrying in {STORE_RETRY:?}: {error}",
             records.len()
         );
+        tracing::error!("{message}");
+        if failures == 1 {
+            shared.reporter.cluster_error("store", &message);
+        }
         if failures >= BATCH_ATTEMPTS {
             save_one_by_one(shared, &records).await;
             break;
@@ -116,6 +120,7 @@ async fn save(shared: &Shared, batch: &[Finished]) {
         shared
             .metrics
             .finished(shared.func_label(&record.func), outcome);
+        shared.reporter.task_failed(record);
     }
 }
 

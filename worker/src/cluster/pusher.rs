@@ -97,6 +97,13 @@ async fn accept(
                 reason = error.category(),
                 "rejected a package that does not unpack; it is failed with the broker and never run: {error}"
             );
+            shared.reporter.cluster_error(
+                "rejected_package",
+                &format!(
+                    "rejected a package ({}) that does not unpack; it never ran: {error}",
+                    error.category()
+                ),
+            );
             if let Err(error) = shared.broker.fail(&delivery.receipt).await {
                 tracing::error!("cannot fail the rejected package with the broker: {error}");
             }

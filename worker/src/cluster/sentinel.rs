@@ -46,6 +46,9 @@ pub enum ClusterError {
     /// A signal handler or the HTTP port could not be set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The error reporter's settings cannot be used.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
 }
 
 /// Runs a cluster until SIGTERM or SIGINT, then stops it as the seed does; returns when it has stopped.
@@ -84,6 +87,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
         )
     };
     let metrics = Metrics::new(&config.name);
+    let reporter = crate::report::Reporter::start(&config)?;
     // The scheduler's runs go the way every enqueue goes.
     let producer = Producer::from_parts(Arc::new(config.clone()), signer.clone(), &opened);
     let shared = Arc::new(Shared {
@@ -98,6 +102,7 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
         held: Default::default(),
         pids: std::sync::Mutex::new(vec![0; workers]),
         oom: super::oom::OomWatch::find(),
+        reporter,
     });
     let progress = Arc::new(Progress::default());
 

@@ -284,7 +284,7 @@ declare_options! {
     orm: Option<String> = None,
         default "none", seed "orm",
         Maybe(Text { expected: "the URL of the broker's database: sqlite://FILE or postgres://…", check: is_database, pattern: Some("^(sqlite:|postgres://|postgresql://)"), url: true });
-    /// The seed's error reporter table; accepted, reporting is not built yet.
+    /// Where errors are reported: `{ sentry = { dsn = "https://KEY@HOST/PROJECT" } }` (other reporters are ignored).
     error_reporter: Option<toml::Value> = None,
         default "none", seed "error_reporter",
         Maybe(Inline { keys: &[] });

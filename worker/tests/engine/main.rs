@@ -9,6 +9,8 @@ mod client;
 mod cluster;
 mod cron;
 mod monitor;
+#[cfg(feature = "sentry")]
+mod report;
 mod schedules;
 mod store;
 mod support;
