@@ -1,6 +1,7 @@
 //! `q8s monitor` in a real terminal: tmux runs it, 80 columns wide, beside a
 //! live cluster, and the pane is read as a user reads it while the cluster
-//! starts, works and stops; `q` quits. `--once` prints the same table.
+//! starts, works, recycles its workers and stops; `q` quits. `--once` prints
+//! the same table.
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -78,8 +79,10 @@ fn row<'a>(pane: &'a str, id: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_follows_a_cluster_live_in_a_real_terminal_and_q_quits() {
     let db = sqlite();
-    let settings = flags(&db, &["label=Watched", "workers=2"]);
-    let cluster = ClusterProcess::start(&q8s_binary(), &db, &["label=Watched", "workers=2"]);
+    // Each worker is replaced after every task, so RC climbs as they run.
+    let options = ["label=Watched", "workers=2", "recycle=1"];
+    let settings = flags(&db, &options);
+    let cluster = ClusterProcess::start(&q8s_binary(), &db, &options);
     let id = cluster.pid().to_string();
 
     let tmux = Tmux {
@@ -127,12 +130,22 @@ async fn the_monitor_follows_a_cluster_live_in_a_real_terminal_and_q_quits() {
                 .next()
                 .is_some_and(|line| line.contains("running 2"))
     });
-    // Then idle again, the throughput and the successes in the footer.
+    // Then idle again, the successes in the footer, and its workers
+    // recycled: RC counts them.
     tmux.pane_when(
         "the cluster idle, four successes",
         Duration::from_secs(30),
         |pane| {
             row(pane, &id).is_some_and(|line| line.contains("Idle")) && pane.contains("successes 4")
+        },
+    );
+    tmux.pane_when(
+        "the recycled workers in RC",
+        Duration::from_secs(10),
+        |pane| {
+            row(pane, &id)
+                .and_then(|line| line.split_whitespace().nth(6)?.parse::<u64>().ok())
+                .is_some_and(|reincarnations| reincarnations >= 2)
         },
     );
 
