@@ -77,6 +77,7 @@ pub struct Metrics {
     workers: Family<QClusterLabels, Gauge>,
     clusters: Family<QClusterLabels, Gauge>,
     replicas_desired: Family<QClusterLabels, Gauge>,
+    rendering: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -171,6 +172,7 @@ impl Default for Metrics {
             workers,
             clusters,
             replicas_desired,
+            rendering: std::sync::Mutex::new(()),
         }
     }
 }
@@ -207,6 +209,11 @@ impl Metrics {
     /// The OpenMetrics text, the per-QCluster gauges read from the status of
     /// the QClusters in `stores` (one per namespace watched) now.
     pub fn render(&self, stores: &[Store<QCluster>]) -> String {
+        // Two scrapes at once must not see each other's half-filled gauges.
+        let _rendering = self
+            .rendering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.queued.clear();
         self.workers.clear();
         self.clusters.clear();
@@ -219,9 +226,10 @@ impl Metrics {
             self.replicas_desired
                 .get_or_create(&labels)
                 .set(i64::from(qcluster.spec.replicas));
+            // No totals: the operator cannot count the clusters (no status
+            // yet, the broker unreachable, a store it cannot read), so it says
+            // nothing rather than "none".
             let Some(totals) = qcluster.status.as_ref().and_then(|s| s.totals.as_ref()) else {
-                // No status yet: no cluster up either, which an alert wants to see.
-                self.clusters.get_or_create(&labels).set(0);
                 continue;
             };
             self.clusters.get_or_create(&labels).set(totals.clusters);

@@ -103,6 +103,8 @@ impl Reporter {
                     options.dsn = Some(parsed);
                     options.release = Some(concat!("q8s@", env!("CARGO_PKG_VERSION")).into());
                     options.server_name = Some(crate::stat::host_name().into());
+                    // What is still queued is sent when the cluster stops, for at most this long.
+                    options.shutdown_timeout = std::time::Duration::from_secs(2);
                     Some(sentry::init(options))
                 }
             }
@@ -141,18 +143,22 @@ impl Reporter {
             ("cluster".to_string(), self.cluster.clone()),
             ("func".to_string(), record.func.clone()),
             ("error_kind".to_string(), kind.to_string()),
-            ("task_id".to_string(), record.id.clone()),
         ]);
+        // No arguments: they may hold what a third party must not see.
         let extra = BTreeMap::from([
+            ("task_id".to_string(), record.id.clone().into()),
             ("task_name".to_string(), record.name.clone().into()),
             ("attempts".to_string(), record.attempts.into()),
-            ("args".to_string(), record.args.clone().into()),
+            ("arguments".to_string(), record.args.len().into()),
             ("group".to_string(), record.group.clone().into()),
         ]);
+        // One Sentry issue per function and kind of failure, whatever the text.
+        let fingerprint = vec![record.func.clone(), kind.to_string()];
         self.send(
             format!("{} failed ({kind}): {error}", record.func),
             tags,
             extra,
+            fingerprint,
         );
     }
 
@@ -165,7 +171,12 @@ impl Reporter {
             ("cluster".to_string(), self.cluster.clone()),
             ("error".to_string(), what.to_string()),
         ]);
-        self.send(message.to_string(), tags, BTreeMap::new());
+        self.send(
+            message.to_string(),
+            tags,
+            BTreeMap::new(),
+            vec![self.cluster.clone(), what.to_string()],
+        );
     }
 
     #[cfg(feature = "sentry")]
@@ -174,6 +185,7 @@ impl Reporter {
         message: String,
         tags: BTreeMap<String, String>,
         extra: BTreeMap<String, serde_json::Value>,
+        fingerprint: Vec<String>,
     ) {
         sentry::capture_event(sentry::protocol::Event {
             message: Some(message),
@@ -181,6 +193,7 @@ impl Reporter {
             logger: Some("q8s".into()),
             tags,
             extra,
+            fingerprint: fingerprint.into_iter().map(Into::into).collect(),
             ..sentry::protocol::Event::default()
         });
     }
@@ -191,17 +204,8 @@ impl Reporter {
         _message: String,
         _tags: BTreeMap<String, String>,
         _extra: BTreeMap<String, serde_json::Value>,
+        _fingerprint: Vec<String>,
     ) {
-    }
-}
-
-impl Drop for Reporter {
-    /// Sends what is still queued before the cluster exits (at most 2 s).
-    fn drop(&mut self) {
-        #[cfg(feature = "sentry")]
-        if let Some(guard) = self.guard.take() {
-            guard.flush(Some(std::time::Duration::from_secs(2)));
-        }
     }
 }
 

@@ -349,14 +349,17 @@ impl Broker for SqlBroker {
 
     async fn oldest_waiting(&self) -> Result<Option<Duration>, BrokerError> {
         let now = self.clock.now_micros();
+        // Ids grow with enqueue time: the first waiting id is the oldest, and
+        // the queue's (queue, id) index finds it without reading the rest.
         let row = sqlx::query(
-            "SELECT MIN(enqueued_at) FROM q8s_queue WHERE queue = $1 AND locked_until <= $2",
+            "SELECT enqueued_at FROM q8s_queue WHERE queue = $1 AND locked_until <= $2 \
+             ORDER BY id LIMIT 1",
         )
         .bind(&self.queue)
         .bind(now)
-        .fetch_one(self.db.pool())
+        .fetch_optional(self.db.pool())
         .await?;
-        let oldest: Option<i64> = row.try_get(0)?;
+        let oldest: Option<i64> = row.map(|row| row.try_get(0)).transpose()?;
         Ok(Some(oldest.map_or(Duration::ZERO, |enqueued| {
             Duration::from_micros(u64::try_from(now - enqueued).unwrap_or(0))
         })))

@@ -23,6 +23,8 @@ use crate::stat::{self, Stat, StatBoard, State};
 
 /// How often the table is read again, as the seed's monitor did.
 const REFRESH: Duration = Duration::from_secs(1);
+/// How long one read may take before the monitor says so and goes on (and `q` works again).
+const READ_LIMIT: Duration = Duration::from_secs(2);
 /// The smallest terminal the table fits: its fixed columns and a short host.
 pub(super) const MIN_WIDTH: u16 = 60;
 /// A header, the column names, one cluster and the footer.
@@ -35,7 +37,7 @@ pub(super) struct View {
     pub label: String,
     /// The queue (cluster name) the clusters work.
     pub name: String,
-    /// The live clusters, oldest first.
+    /// The live clusters of the queue.
     pub stats: Vec<Stat>,
     /// Packages waiting in the broker, when it answered.
     pub queued: Option<u64>,
@@ -45,32 +47,29 @@ pub(super) struct View {
     pub error: Option<String>,
 }
 
-/// Finished tasks per second between two readings, matched cluster by
-/// cluster: a cluster that appears counts from its first reading, and one
-/// that leaves takes nothing away.
-pub(super) fn throughput(before: &[Stat], after: &[Stat], elapsed: Duration) -> Option<f64> {
-    let seconds = elapsed.as_secs_f64();
-    if seconds <= 0.0 {
-        return None;
-    }
+/// Finished tasks per second between two readings, summed cluster by
+/// cluster over each cluster's own Stat times (a cluster publishes every 3 s,
+/// more slowly than the monitor reads); `None` when no cluster published
+/// anew. A cluster that appears counts from its first reading, and one that
+/// leaves takes nothing away.
+pub(super) fn throughput(before: &[Stat], after: &[Stat]) -> Option<f64> {
     let finished = |stat: &Stat| stat.successes + stat.failures;
-    let earlier: HashMap<(&str, &str), u64> = before
+    let earlier: HashMap<(&str, &str), &Stat> = before
         .iter()
-        .map(|stat| {
-            (
-                (stat.host.as_str(), stat.cluster_id.as_str()),
-                finished(stat),
-            )
-        })
+        .map(|stat| ((stat.host.as_str(), stat.cluster_id.as_str()), stat))
         .collect();
-    let done: u64 = after
-        .iter()
-        .filter_map(|stat| {
-            let then = earlier.get(&(stat.host.as_str(), stat.cluster_id.as_str()))?;
-            Some(finished(stat).saturating_sub(*then))
-        })
-        .sum();
-    Some(done as f64 / seconds)
+    let mut rate = None;
+    for stat in after {
+        let Some(then) = earlier.get(&(stat.host.as_str(), stat.cluster_id.as_str())) else {
+            continue;
+        };
+        let seconds = (stat.timestamp - then.timestamp).num_milliseconds() as f64 / 1000.0;
+        if seconds > 0.0 {
+            let done = finished(stat).saturating_sub(finished(then)) as f64;
+            *rate.get_or_insert(0.0) += done / seconds;
+        }
+    }
+    rate
 }
 
 fn state_style(state: &State) -> Style {
@@ -215,15 +214,16 @@ async fn refresh(
     view: &mut View,
     board: &dyn StatBoard,
     broker: &dyn crate::broker::Broker,
-    last: &mut Option<(Instant, Vec<Stat>)>,
+    last: &mut Vec<Stat>,
 ) {
     match Stat::all(board).await {
-        Ok(stats) => {
-            let now = Instant::now();
-            view.throughput = last
-                .as_ref()
-                .and_then(|(then, before)| throughput(before, &stats, now - *then));
-            *last = Some((now, stats.clone()));
+        Ok(mut stats) => {
+            // The SQL store's board holds every queue's clusters: this queue's are shown.
+            stats.retain(|stat| stat.name == view.name);
+            if let Some(rate) = throughput(last, &stats) {
+                view.throughput = Some(rate);
+            }
+            last.clone_from(&stats);
             view.stats = stats;
             view.error = None;
         }
@@ -249,7 +249,7 @@ pub(super) async fn monitor(config: Config, once: bool) -> Result<Exit, Failure>
         name: config.name.clone(),
         ..View::default()
     };
-    let mut last = None;
+    let mut last = Vec::new();
     refresh(&mut view, board.as_ref(), opened.queue.as_ref(), &mut last).await;
     if once || !std::io::stdout().is_terminal() {
         let (width, _) = ratatui::crossterm::terminal::size().unwrap_or((80, 24));
@@ -276,7 +276,7 @@ async fn live(
     view: &mut View,
     board: &dyn StatBoard,
     opened: &crate::broker::Opened,
-    last: &mut Option<(Instant, Vec<Stat>)>,
+    last: &mut Vec<Stat>,
 ) -> Result<Exit, Failure> {
     let failed = |e: std::io::Error| Failure::new(Exit::Failed, format!("the terminal: {e}"));
     loop {
@@ -290,7 +290,8 @@ async fn live(
                     Event::Key(key) if key.kind == KeyEventKind::Press => {
                         let control_c = key.code == KeyCode::Char('c')
                             && key.modifiers.contains(KeyModifiers::CONTROL);
-                        if matches!(key.code, KeyCode::Char('q') | KeyCode::Esc) || control_c {
+                        if matches!(key.code, KeyCode::Char('q' | 'Q') | KeyCode::Esc) || control_c
+                        {
                             return Ok(Exit::Ok);
                         }
                     }
@@ -301,7 +302,13 @@ async fn live(
                 }
             }
         }
-        refresh(view, board, opened.queue.as_ref(), last).await;
+        // A broker that does not answer holds the table up for at most READ_LIMIT.
+        let read = refresh(view, board, opened.queue.as_ref(), last);
+        if tokio::time::timeout(READ_LIMIT, read).await.is_err() {
+            view.error = Some(format!(
+                "the broker or store did not answer within {READ_LIMIT:?}"
+            ));
+        }
     }
 }
 
@@ -433,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn throughput_counts_each_clusters_progress_and_ignores_those_that_came_or_went() {
+    fn throughput_follows_each_clusters_own_stat_times_and_ignores_those_that_came_or_went() {
         let mut before = vec![
             stat("a", "1", State::Working, 0, 0),
             stat("b", "2", State::Working, 0, 0),
@@ -445,12 +452,12 @@ mod tests {
         ];
         after[0].successes = 130;
         after[0].failures = 12;
+        after[0].timestamp = before[0].timestamp + chrono::Duration::seconds(3);
         after[1].successes = 10_000;
-        // a: 142 - 102 = 40 finished in 2 s; b left, c is new.
-        assert_eq!(
-            throughput(&before, &after, Duration::from_secs(2)),
-            Some(20.0)
-        );
-        assert_eq!(throughput(&before, &after, Duration::ZERO), None);
+        // a: 142 - 102 = 40 finished in its 3 s between Stats; b left, c is new.
+        let rate = throughput(&before, &after).expect("a published anew");
+        assert!((rate - 40.0 / 3.0).abs() < 1e-9, "{rate}");
+        // Read again before any cluster published: no new rate.
+        assert_eq!(throughput(&after, &after), None);
     }
 }

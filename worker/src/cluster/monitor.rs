@@ -120,6 +120,8 @@ async fn save(shared: &Shared, batch: &[Finished]) {
         shared
             .metrics
             .finished(shared.func_label(&record.func), outcome);
+        // Every failed attempt, as the seed reports each exception: Sentry
+        // groups them into one issue per function and kind (the fingerprint).
         shared.reporter.task_failed(record);
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod cluster;
 mod cron;
+#[cfg(feature = "monitor")]
 mod monitor;
 #[cfg(feature = "sentry")]
 mod report;

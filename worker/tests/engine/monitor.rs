@@ -18,9 +18,12 @@ struct Tmux {
 
 impl Tmux {
     fn run(&self, args: &[&str]) -> Output {
+        // A server of its own, without the user's ~/.tmux.conf.
         Command::new("tmux")
             .arg("-L")
             .arg(&self.socket)
+            .arg("-f")
+            .arg("/dev/null")
             .args(args)
             .output()
             .expect("tmux runs (scripts/test installs it)")
@@ -119,7 +122,7 @@ async fn the_monitor_follows_a_cluster_live_in_a_real_terminal_and_q_quits() {
     let producer = client(&db, &["label=Watched"]).await;
     for _ in 0..4 {
         producer
-            .enqueue(TaskRequest::new("time.sleep").arg(4))
+            .enqueue(TaskRequest::new("time.sleep").arg(8))
             .await
             .expect("enqueue");
     }
@@ -178,11 +181,19 @@ fn monitor_once_prints_the_table_as_text_for_scripts() {
     let id = cluster.pid().to_string();
     let settings = flags(&db, &["label=Scripted"]);
     let command = monitor_command(&settings, &["--once"]);
-    let output = Command::new(&command[0])
-        .args(&command[1..])
-        .output()
-        .expect("q8s runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    // The cluster's first Stat may come just after its "running." line.
+    let started = std::time::Instant::now();
+    let (output, text) = loop {
+        let output = Command::new(&command[0])
+            .args(&command[1..])
+            .output()
+            .expect("q8s runs");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if row(&text, &id).is_some() || started.elapsed() > Duration::from_secs(15) {
+            break (output, text);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(output.status.success(), "{output:?}");
     assert!(
         text.lines()

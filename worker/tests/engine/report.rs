@@ -64,7 +64,7 @@ fn sentry_endpoint() -> (u16, mpsc::Receiver<(String, sentry::Envelope)>) {
 }
 
 /// The events that arrive within `within`, with the paths they came to.
-fn events(
+fn events_within(
     envelopes: &mpsc::Receiver<(String, sentry::Envelope)>,
     wanted: usize,
     within: Duration,
@@ -106,7 +106,7 @@ async fn failed_tasks_and_rejected_packages_reach_sentry_as_its_own_envelopes() 
         .await
         .expect("enqueue");
 
-    let events = events(&envelopes, 2, Duration::from_secs(30));
+    let events = events_within(&envelopes, 2, Duration::from_secs(30));
     let failure = events
         .iter()
         .find(|(_, event)| event.tags.get("func").map(String::as_str) == Some("q8s.fail"))
@@ -127,7 +127,7 @@ async fn failed_tasks_and_rejected_packages_reach_sentry_as_its_own_envelopes() 
         event.tags.get("cluster").map(String::as_str),
         Some("default")
     );
-    assert!(event.tags.contains_key("task_id"));
+    assert!(event.extra.contains_key("task_id"));
     assert!(
         event
             .release
@@ -147,12 +147,22 @@ async fn failed_tasks_and_rejected_packages_reach_sentry_as_its_own_envelopes() 
         "{:?}",
         rejected.1
     );
-    // The success was not reported.
-    assert!(
-        !events
+    assert_eq!(
+        event
+            .fingerprint
             .iter()
-            .any(|(_, event)| event.tags.get("func").map(String::as_str) == Some("q8s.echo"))
+            .map(|part| part.to_string())
+            .collect::<Vec<_>>(),
+        ["q8s.fail", "failed"],
+        "one Sentry issue per function and kind"
     );
+    assert!(
+        !event.extra.contains_key("args"),
+        "arguments stay out of Sentry"
+    );
+    // Nothing else arrives: the success was not reported.
+    let more = events_within(&envelopes, 1, Duration::from_secs(2));
+    assert!(more.is_empty(), "{more:?}");
     cluster.stop();
 }
 
