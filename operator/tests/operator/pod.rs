@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret};
 use kube::Api;
+use q8s_testbed::eventually;
 
 /// The node name the pods' `spec.nodeName` reads as.
 pub const NODE: &str = "testbed-node";
@@ -45,6 +47,28 @@ pub fn q8s_binary() -> PathBuf {
 }
 
 impl Pod {
+    /// `count` pods of QCluster `name`'s Deployment, once the reconciler has
+    /// made it and the signing key its pods mount.
+    pub async fn start_of(
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+        count: usize,
+    ) -> Vec<Pod> {
+        let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+        let config_maps = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+        let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+        let deployment = eventually("the Deployment", || deployments.get(name)).await;
+        let key = format!("{name}-signing-key");
+        eventually("the signing key", || secrets.get(&key)).await;
+        let template = deployment.spec.expect("a spec").template;
+        let mut pods = Vec::with_capacity(count);
+        for _ in 0..count {
+            pods.push(Pod::start(&template, &config_maps, &secrets).await);
+        }
+        pods
+    }
+
     /// Starts a process as the kubelet would start `template`'s first container.
     pub async fn start(
         template: &PodTemplateSpec,
@@ -124,10 +148,7 @@ impl Pod {
             };
             env.push((variable.name.clone(), value));
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::support::free_port();
         let log = root.path().join("cluster.log");
         let working_dir = local(container.working_dir.as_deref().unwrap_or("/"));
         let child = Command::new(q8s_binary())

@@ -7,9 +7,6 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::Api;
 use q8s::TaskRequest;
 use q8s_testbed::{Testbed, eventually, eventually_within};
 use serde_json::Value;
@@ -24,13 +21,6 @@ struct Prometheus {
     child: Child,
     port: u16,
     _folder: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// `text` with everything but unreserved characters percent-encoded.
@@ -61,7 +51,7 @@ impl Prometheus {
         }
         let file = folder.path().join("prometheus.yml");
         std::fs::write(&file, config).expect("the configuration");
-        let port = free_port();
+        let port = crate::support::free_port();
         let log = std::fs::File::create(folder.path().join("prometheus.log")).expect("a log");
         let child = Command::new(binary)
             .arg(format!("--config.file={}", file.display()))
@@ -193,7 +183,7 @@ async fn every_dashboard_query_returns_series_from_prometheus_scraping_clusters_
     install(&bed);
     let namespace = bed.namespace("dashboards").await;
     let client = bed.client();
-    let operator_port = free_port();
+    let operator_port = crate::support::free_port();
     let operator = Replica::start(
         client.clone(),
         &namespace,
@@ -208,16 +198,7 @@ async fn every_dashboard_query_returns_series_from_prometheus_scraping_clusters_
         &["apply", "-f", "-"],
         Some(&qcluster(&namespace, "reports", &spec)),
     );
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
-    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
-    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-    let deployment = eventually("the Deployment", || deployments.get("reports")).await;
-    eventually("the signing key", || secrets.get("reports-signing-key")).await;
-    let template = deployment.spec.expect("a spec").template;
-    let pods = [
-        Pod::start(&template, &config_maps, &secrets).await,
-        Pod::start(&template, &config_maps, &secrets).await,
-    ];
+    let pods = Pod::start_of(&client, &namespace, "reports", 2).await;
 
     let labels = |pod: &str| format!("{{namespace: {namespace}, pod: {pod}}}");
     let server = Prometheus::start(

@@ -50,10 +50,7 @@ async fn the_operator_runs_as_its_service_account_with_exactly_its_rbac() {
         Some(&rendered),
     );
     broker_secret(&bed, &namespace, &redis);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
+    let port = crate::support::free_port();
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let replica = Replica::start(operator, &namespace, Duration::from_secs(15), Some(address));
 

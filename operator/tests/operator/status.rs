@@ -3,7 +3,6 @@
 //! their Stat and the broker into the status and `kubectl get qclusters`.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use q8s::TaskRequest;
 use q8s_operator::QCluster;
@@ -89,16 +88,8 @@ async fn the_status_comes_from_the_clusters_the_pod_template_runs_and_follows_sc
     );
 
     let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
-    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
-    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
     let qclusters = Api::<QCluster>::namespaced(client.clone(), &namespace);
-    let deployment = eventually("the Deployment", || deployments.get("reports")).await;
-    eventually("the signing key", || secrets.get("reports-signing-key")).await;
-    let template = deployment.spec.expect("a spec").template;
-    let pods = [
-        Pod::start(&template, &config_maps, &secrets).await,
-        Pod::start(&template, &config_maps, &secrets).await,
-    ];
+    let pods = Pod::start_of(&client, &namespace, "reports", 2).await;
     for pod in &pods {
         assert!(pod.probe("/healthz").contains(" 200"), "{}", pod.log());
     }

@@ -235,7 +235,9 @@ pub fn chart() -> String {
 /// Runs the test bed's `helm` (`Q8S_TEST_HELM`) with the admin kubeconfig; its output.
 pub fn helm(bed: &Testbed, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
-    let program = std::env::var("Q8S_TEST_HELM").expect("Q8S_TEST_HELM: the test bed's helm");
+    let program = std::env::var("Q8S_TEST_HELM").expect(
+        "Q8S_TEST_HELM is not set: start the test bed (e2e/start-testbed.sh), or run scripts/test",
+    );
     let mut child = std::process::Command::new(program)
         .args(args)
         .env("KUBECONFIG", bed.kubeconfig())
@@ -283,4 +285,12 @@ pub fn kube_version() -> String {
         .find_map(|line| line.trim().strip_prefix("k8s.io/kubernetes "))
         .map(|version| version.trim().to_string())
         .expect("e2e/kube/go.mod pins k8s.io/kubernetes")
+}
+
+/// A port on 127.0.0.1 that nothing listens on now, for a server the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }
