@@ -80,6 +80,39 @@ mod tests {
     }
 
     #[test]
+    fn the_chart_and_the_dockerfiles_carry_the_workspaces_version() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let version = env!("CARGO_PKG_VERSION");
+        let chart =
+            std::fs::read_to_string(format!("{root}/charts/q8s/Chart.yaml")).expect("the chart");
+        let chart: serde_yaml_ng::Value = serde_yaml_ng::from_str(&chart).expect("YAML");
+        for field in ["version", "appVersion"] {
+            assert_eq!(
+                chart[field].as_str(),
+                Some(version),
+                "charts/q8s/Chart.yaml {field}: set it to the workspace's version in Cargo.toml"
+            );
+        }
+        // The images' tags come from these defaults, and the chart pulls its appVersion.
+        for dockerfile in [
+            "Dockerfile.worker",
+            "Dockerfile.operator",
+            "examples/custom-worker/Dockerfile",
+        ] {
+            let text = std::fs::read_to_string(format!("{root}/{dockerfile}")).expect("read");
+            let defaults: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.trim().strip_prefix("ARG VERSION="))
+                .collect();
+            assert_eq!(
+                defaults,
+                [version],
+                "{dockerfile}: ARG VERSION= must be the workspace's version"
+            );
+        }
+    }
+
+    #[test]
     fn the_crds_use_only_formats_kubernetes_knows() {
         // An unknown format (schemars' uint64) makes kubectl warn on every apply.
         let known = ["int32", "int64", "double", "date-time", "byte"];

@@ -47,6 +47,12 @@ pub const BROKER_RETRY: Duration = Duration::from_secs(10);
 pub const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 /// The longest pause between two failing passes.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long the operator remembers a QCluster it has not reconciled: a
+/// deleted one is never reconciled again, and forgetting a live one (paused,
+/// or stalled on a bad spec) costs no more than one apply when it comes back.
+pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// How often the memory is looked through for QClusters to forget.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a reconcile failed: the apiserver, to be retried.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +95,7 @@ pub struct Context {
     pub deployments: Store<Deployment>,
     /// Metrics and health.
     pub telemetry: Arc<Telemetry>,
-    memory: Mutex<HashMap<String, Memory>>,
+    memory: Mutex<Memories>,
     secrets: Mutex<HashMap<String, (Option<Secret>, Instant)>>,
 }
 
@@ -102,6 +108,38 @@ struct Memory {
     keys: String,
     /// Passes that failed in a row, for the backoff.
     failures: u32,
+}
+
+/// What the operator remembers of each QCluster, and when each was last touched.
+#[derive(Debug)]
+struct Memories {
+    entries: HashMap<String, (Memory, Instant)>,
+    pruned: Instant,
+}
+
+impl Memories {
+    fn new(now: Instant) -> Memories {
+        Memories {
+            entries: HashMap::new(),
+            pruned: now,
+        }
+    }
+
+    /// The memory of QCluster `key`, touched at `now`; first, at most once
+    /// every [`PRUNE_EVERY`], those untouched for [`FORGET_AFTER`] are dropped.
+    fn touch(&mut self, key: &str, now: Instant) -> &mut Memory {
+        if now.saturating_duration_since(self.pruned) >= PRUNE_EVERY {
+            self.entries
+                .retain(|_, (_, touched)| now.saturating_duration_since(*touched) < FORGET_AFTER);
+            self.pruned = now;
+        }
+        let (memory, touched) = self
+            .entries
+            .entry(key.to_string())
+            .or_insert_with(|| (Memory::default(), now));
+        *touched = now;
+        memory
+    }
 }
 
 impl Context {
@@ -122,7 +160,7 @@ impl Context {
             recorder,
             deployments,
             telemetry,
-            memory: Mutex::new(HashMap::new()),
+            memory: Mutex::new(Memories::new(Instant::now())),
             secrets: Mutex::new(HashMap::new()),
         }
     }
@@ -161,7 +199,7 @@ impl Context {
             .memory
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        change(memory.entry(key.to_string()).or_default())
+        change(memory.touch(key, Instant::now()))
     }
 }
 
@@ -821,4 +859,26 @@ where
             &Patch::Apply(object),
         )
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_qcluster_untouched_for_forget_after_is_forgotten_and_a_live_one_kept() {
+        let start = Instant::now();
+        let mut memories = Memories::new(start);
+        memories.touch("default/deleted", start).failures = 3;
+        memories.touch("default/live", start).failures = 1;
+        memories.touch("default/live", start + FORGET_AFTER / 2);
+        let after = start + FORGET_AFTER + Duration::from_secs(1);
+        assert_eq!(memories.touch("default/live", after).failures, 1);
+        assert!(
+            !memories.entries.contains_key("default/deleted"),
+            "{memories:?}"
+        );
+        // A QCluster seen again starts afresh.
+        assert_eq!(memories.touch("default/deleted", after).failures, 0);
+    }
 }

@@ -26,7 +26,7 @@ pub mod stat;
 pub mod store;
 pub mod task;
 
-pub use broker::{Broker, BrokerError, Delivery, Receipt};
+pub use broker::{Broker, BrokerError, Delivery, Oldest, Receipt};
 pub use client::{Client, ClientError};
 pub use clock::Clock;
 pub use config::{Config, ConfigError};

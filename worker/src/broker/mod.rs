@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::config::{BrokerKind, Config, broker_kind};
-use crate::package::Package;
+use crate::package::{Package, Signer};
 use crate::stat::StatBoard;
 use crate::store::{Database, DatabaseError};
 
@@ -89,6 +90,32 @@ impl Receipt {
             .split_once('.')
             .and_then(|(id, delivery)| Some((id.parse().ok()?, delivery.parse().ok()?)))
             .ok_or_else(|| BrokerError::BadReceipt(self.0.clone()))
+    }
+}
+
+/// What a broker knows of its oldest waiting package, for the queue age.
+#[derive(Debug)]
+pub enum Oldest {
+    /// How long it has waited; zero when nothing waits.
+    Age(Duration),
+    /// The package itself: the broker keeps no enqueue time beside it.
+    Package(Package),
+    /// The broker cannot say.
+    Unknown,
+}
+
+impl Oldest {
+    /// How long the oldest package has waited at `now`; a package is read with
+    /// `signer`, and one that does not verify has no age to give.
+    pub fn age(self, signer: &Signer, now: DateTime<Utc>) -> Option<Duration> {
+        match self {
+            Oldest::Age(age) => Some(age),
+            Oldest::Package(package) => {
+                let task = signer.unpack(package.as_bytes()).ok()?;
+                Some((now - task.enqueued).to_std().unwrap_or(Duration::ZERO))
+            }
+            Oldest::Unknown => None,
+        }
     }
 }
 
@@ -178,11 +205,11 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     async fn queue_size(&self) -> Result<u64, BrokerError>;
     /// Packages delivered and not yet acknowledged, whose receipts are live.
     async fn lock_size(&self) -> Result<u64, BrokerError>;
-    /// How long the oldest waiting package has waited (zero when none waits);
-    /// `None` when the broker cannot say (Redis keeps no enqueue time beside
-    /// the signed package, SQS publishes it only to CloudWatch).
-    async fn oldest_waiting(&self) -> Result<Option<Duration>, BrokerError> {
-        Ok(None)
+    /// What the broker knows of its oldest waiting package: its age (SQL), the
+    /// package, whose enqueue time is inside it (Redis), or nothing (SQS
+    /// publishes it only to CloudWatch).
+    async fn oldest_waiting(&self) -> Result<Oldest, BrokerError> {
+        Ok(Oldest::Unknown)
     }
     /// Whether the broker answers.
     async fn ping(&self) -> Result<(), BrokerError>;

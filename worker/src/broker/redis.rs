@@ -30,9 +30,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 
-use super::{Broker, BrokerError, BrokerInfo, Delivery, Leases, Receipt, ResultCache};
+use super::{Broker, BrokerError, BrokerInfo, Delivery, Leases, Oldest, Receipt, ResultCache};
 use crate::clock::Clock;
 use crate::package::Package;
 use crate::stat::{StatBoard, StatError};
@@ -157,6 +157,19 @@ end
 return extended
 ";
 
+/// The oldest waiting package: the first id from the right (popping) end of
+/// the waiting list whose package is still there, looking at up to 100 ids.
+/// Returns the package, 0 when nothing waits, or 1 when only stale ids were seen.
+const OLDEST: &str = r"
+local ids = redis.call('LRANGE', KEYS[1], -100, -1)
+for i = #ids, 1, -1 do
+  local package = redis.call('HGET', KEYS[2], ids[i])
+  if package then return package end
+end
+if #ids == 0 then return 0 end
+return 1
+";
+
 /// Prefix of cached results, by task id.
 const RESULT_PREFIX: &str = "q8s:result:";
 /// Prefix of the lists of cached task ids, by group.
@@ -169,8 +182,10 @@ const ACK_CHUNK: usize = 500;
 /// The Redis broker for one queue.
 pub struct RedisBroker {
     connection: ConnectionManager,
-    /// A second connection for blocking waits, which would hold up the first.
-    waiter: Mutex<ConnectionManager>,
+    /// A second connection for blocking waits, which would hold up the first;
+    /// opened by the first wait, so a producer or an observer holds one.
+    waiter: OnceCell<Mutex<ConnectionManager>>,
+    client: redis::Client,
     keys: Keys,
     leases: Leases,
     clock: Clock,
@@ -182,6 +197,7 @@ pub struct RedisBroker {
     remove: Script,
     release: Script,
     extend: Script,
+    oldest: Script,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -265,10 +281,10 @@ impl RedisBroker {
         let connection = ConnectionManager::new(client.clone())
             .await
             .map_err(unreachable)?;
-        let waiter = ConnectionManager::new(client).await.map_err(unreachable)?;
         Ok(RedisBroker {
             connection,
-            waiter: Mutex::new(waiter),
+            waiter: OnceCell::new(),
+            client,
             keys: Keys::new(queue),
             leases,
             clock,
@@ -280,6 +296,7 @@ impl RedisBroker {
             remove: Script::new(REMOVE),
             release: Script::new(RELEASE),
             extend: Script::new(EXTEND),
+            oldest: Script::new(OLDEST),
         })
     }
 
@@ -437,10 +454,21 @@ impl Broker for RedisBroker {
     }
 
     async fn wait_for_work(&self, poll: Duration) {
-        let mut waiter = self.waiter.lock().await;
-        let seconds = poll.as_secs_f64().max(0.01);
-        let woken: redis::RedisResult<Option<(String, i64)>> =
-            waiter.blpop(&self.keys.wake, seconds).await;
+        let opened = self
+            .waiter
+            .get_or_try_init(|| async {
+                ConnectionManager::new(self.client.clone())
+                    .await
+                    .map(Mutex::new)
+            })
+            .await;
+        let woken: redis::RedisResult<Option<(String, i64)>> = match opened {
+            Ok(waiter) => {
+                let seconds = poll.as_secs_f64().max(0.01);
+                waiter.lock().await.blpop(&self.keys.wake, seconds).await
+            }
+            Err(error) => Err(error),
+        };
         if let Err(error) = woken {
             tracing::warn!("redis: waiting for new tasks failed: {error}");
             tokio::time::sleep(poll).await;
@@ -519,6 +547,22 @@ impl Broker for RedisBroker {
             .await
             .map_err(redis_error)?;
         Ok(total.saturating_sub(in_flight))
+    }
+
+    async fn oldest_waiting(&self) -> Result<Oldest, BrokerError> {
+        let mut connection = self.connection.clone();
+        let oldest: redis::Value = self
+            .oldest
+            .key(&self.keys.waiting)
+            .key(&self.keys.packages)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error)?;
+        Ok(match oldest {
+            redis::Value::BulkString(bytes) => Oldest::Package(Package::from_bytes(bytes)),
+            redis::Value::Int(0) => Oldest::Age(Duration::ZERO),
+            _ => Oldest::Unknown,
+        })
     }
 
     async fn lock_size(&self) -> Result<u64, BrokerError> {

@@ -13,7 +13,7 @@ use sqlx::Row;
 use sqlx::postgres::PgListener;
 use tokio::sync::Mutex;
 
-use super::{Broker, BrokerError, BrokerInfo, Delivery, Leases, Receipt};
+use super::{Broker, BrokerError, BrokerInfo, Delivery, Leases, Oldest, Receipt};
 use crate::clock::{Clock, duration_micros};
 use crate::package::Package;
 use crate::store::{Database, Dialect};
@@ -347,7 +347,7 @@ impl Broker for SqlBroker {
         Ok(row.try_get::<i64, _>(0)? as u64)
     }
 
-    async fn oldest_waiting(&self) -> Result<Option<Duration>, BrokerError> {
+    async fn oldest_waiting(&self) -> Result<Oldest, BrokerError> {
         let now = self.clock.now_micros();
         // Ids grow with enqueue time: the first waiting id is the oldest, and
         // the queue's (queue, id) index finds it without reading the rest.
@@ -360,7 +360,7 @@ impl Broker for SqlBroker {
         .fetch_optional(self.db.pool())
         .await?;
         let oldest: Option<i64> = row.map(|row| row.try_get(0)).transpose()?;
-        Ok(Some(oldest.map_or(Duration::ZERO, |enqueued| {
+        Ok(Oldest::Age(oldest.map_or(Duration::ZERO, |enqueued| {
             Duration::from_micros(u64::try_from(now - enqueued).unwrap_or(0))
         })))
     }

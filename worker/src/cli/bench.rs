@@ -20,7 +20,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Exit, Failure};
+use super::{Exit, Failure, say};
 use crate::client::{Client, ClientError};
 use crate::cluster::worker::{proc_kib, rss_kib_of};
 use crate::config::Config;
@@ -205,7 +205,7 @@ pub(super) async fn bench(
             .await?
         );
     }
-    println!("{report}");
+    say(report)?;
     Ok(Exit::Ok)
 }
 

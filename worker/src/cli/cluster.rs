@@ -3,7 +3,7 @@
 use chrono::Utc;
 use serde::Serialize;
 
-use super::{Exit, Failure, GlobalArgs, RegistryFactory};
+use super::{Exit, Failure, GlobalArgs, RegistryFactory, say};
 use crate::cluster::{self, ClusterError, WorkerSpec};
 use crate::config::{Config, Sources};
 use crate::registry::Registry;
@@ -157,29 +157,26 @@ pub(super) async fn info(config: Config, json: bool) -> Result<Exit, Failure> {
         average_seconds: activity.average_seconds,
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(&summary)
-                .map_err(|e| Failure::new(Exit::Failed, e.to_string()))?
-        );
+        say(serde_json::to_string(&summary)
+            .map_err(|e| Failure::new(Exit::Failed, e.to_string()))?)?;
         return Ok(Exit::Ok);
     }
     let average = summary
         .average_seconds
         .map_or("-".to_string(), |seconds| format!("{seconds:.4}"));
-    println!("-- {} summary --", summary.label);
-    println!(
+    say(format_args!("-- {} summary --", summary.label))?;
+    say(format_args!(
         "Clusters   {:<8} Workers    {:<8} Restarts   {}",
         summary.clusters, summary.workers, summary.restarts
-    );
-    println!(
+    ))?;
+    say(format_args!(
         "Queued     {:<8} Successes  {:<8} Failures   {}",
         summary.queued, summary.successes, summary.failures
-    );
-    println!(
+    ))?;
+    say(format_args!(
         "Schedules  {:<8} {:<12} {:<6.2} Avg time   {average}",
         summary.schedules, summary.rate_unit, summary.rate
-    );
+    ))?;
     Ok(Exit::Ok)
 }
 
@@ -198,18 +195,15 @@ pub(super) async fn stat(config: Config, json: bool) -> Result<Exit, Failure> {
     let board = stat::board(&config, None).await?;
     let stats = Stat::all(board.as_ref()).await?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(&stats).map_err(|e| Failure::new(Exit::Failed, e.to_string()))?
-        );
+        say(serde_json::to_string(&stats).map_err(|e| Failure::new(Exit::Failed, e.to_string()))?)?;
         return Ok(Exit::Ok);
     }
-    println!(
+    say(format_args!(
         "{:<20} {:<8} {:<9} {:>4} {:>6} {:>6} {:>4} {:>9}",
         "Host", "Id", "State", "Pool", "TQ", "RQ", "RC", "Up"
-    );
+    ))?;
     for stat in &stats {
-        println!(
+        say(format_args!(
             "{:<20} {:<8} {:<9} {:>4} {:>6} {:>6} {:>4} {:>9}",
             stat.host,
             stat.cluster_id,
@@ -219,7 +213,7 @@ pub(super) async fn stat(config: Config, json: bool) -> Result<Exit, Failure> {
             stat.result_queue,
             stat.reincarnations,
             uptime(stat.uptime())
-        );
+        ))?;
     }
     Ok(Exit::Ok)
 }

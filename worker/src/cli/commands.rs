@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{EnqueueArgs, Exit, Failure, FailuresCommand, GroupCommand, QueueCommand};
+use super::{EnqueueArgs, Exit, Failure, FailuresCommand, GroupCommand, QueueCommand, say};
 use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::options::TaskOptions;
@@ -29,7 +29,7 @@ fn print_json(value: &impl serde::Serialize, pretty: bool) -> Result<(), Failure
             format!("cannot print the result as JSON: {e}"),
         )
     })?;
-    println!("{text}");
+    say(text)?;
     Ok(())
 }
 
@@ -82,7 +82,7 @@ pub(super) async fn enqueue(
     } else {
         Producer::connect(config).await?.enqueue(request).await?
     };
-    println!("{id}");
+    say(id)?;
     Ok(Exit::Ok)
 }
 
@@ -166,11 +166,9 @@ pub(super) async fn group(config: Config, command: GroupCommand) -> Result<Exit,
             print_json(&reader.fetch_group(&group, !no_failures).await?, true)?
         }
         GroupCommand::Count { group, failures } => {
-            println!("{}", reader.count_group(&group, failures).await?)
+            say(reader.count_group(&group, failures).await?)?
         }
-        GroupCommand::Delete { group, tasks } => {
-            println!("{}", reader.delete_group(&group, tasks).await?)
-        }
+        GroupCommand::Delete { group, tasks } => say(reader.delete_group(&group, tasks).await?)?,
     }
     Ok(Exit::Ok)
 }
@@ -194,7 +192,7 @@ pub(super) async fn queue(config: Config, command: QueueCommand) -> Result<Exit,
                     false,
                 )?;
             } else {
-                println!("{waiting} queued, {in_flight} in flight");
+                say(format_args!("{waiting} queued, {in_flight} in flight"))?;
             }
         }
         QueueCommand::Purge => {
@@ -202,7 +200,7 @@ pub(super) async fn queue(config: Config, command: QueueCommand) -> Result<Exit,
                 .purge_queue()
                 .await
                 .map_err(crate::client::ClientError::from)?;
-            println!("{purged}");
+            say(purged)?;
         }
     }
     Ok(Exit::Ok)
@@ -226,18 +224,18 @@ pub(super) async fn failures(config: Config, command: FailuresCommand) -> Result
                         .err()
                         .map(|e| e.message)
                         .unwrap_or_default();
-                    println!(
+                    say(format_args!(
                         "{}  {}  {}  {}  {}",
                         record.id,
                         record.stopped.format("%Y-%m-%d %H:%M:%S"),
                         record.func,
                         record.error_kind.map_or("failed", |k| k.as_str()),
                         message
-                    );
+                    ))?;
                 }
             }
         }
-        FailuresCommand::Retry { id } => println!("{}", client.retry_failure(&id).await?),
+        FailuresCommand::Retry { id } => say(client.retry_failure(&id).await?)?,
     }
     Ok(Exit::Ok)
 }
@@ -257,7 +255,10 @@ pub(super) fn show_config(config: &Config, toml: bool, schema: bool) -> Result<E
                 format!("cannot write the configuration as TOML: {e}"),
             )
         })?;
-        print!("{text}");
+        // Nothing set is an empty document, not an empty line.
+        if !text.is_empty() {
+            say(text.trim_end())?;
+        }
         return Ok(Exit::Ok);
     }
     // Valid TOML too: what is set and shown whole is a line, the rest (unset,
@@ -275,8 +276,11 @@ pub(super) fn show_config(config: &Config, toml: bool, schema: bool) -> Result<E
             plain == entry.shown
         });
         match whole {
-            Some(value) => println!("{} = {value}    # {origin}", entry.name),
-            None => println!("# {} = {}    # {origin}", entry.name, entry.shown),
+            Some(value) => say(format_args!("{} = {value}    # {origin}", entry.name))?,
+            None => say(format_args!(
+                "# {} = {}    # {origin}",
+                entry.name, entry.shown
+            ))?,
         }
     }
     Ok(Exit::Ok)
@@ -285,16 +289,16 @@ pub(super) fn show_config(config: &Config, toml: bool, schema: bool) -> Result<E
 pub(super) async fn migrate(config: &Config) -> Result<Exit, Failure> {
     config.validate()?;
     crate::store::Database::migrate_all(config).await?;
-    println!(
+    say(format_args!(
         "q8s's tables are up to date in {}",
         crate::config::redact(&config.store_url())
-    );
+    ))?;
     Ok(Exit::Ok)
 }
 
 pub(super) fn key(config: &Config) -> Result<Exit, Failure> {
     match config.ensure_key_file()? {
-        Some(path) => println!("{}", path.display()),
+        Some(path) => say(path.display())?,
         None => eprintln!("secret_key is set in the configuration: no key file is used"),
     }
     Ok(Exit::Ok)
@@ -302,7 +306,7 @@ pub(super) fn key(config: &Config) -> Result<Exit, Failure> {
 
 pub(super) fn functions(registry: &Registry) -> Result<Exit, Failure> {
     for name in registry.names() {
-        println!("{name}");
+        say(name)?;
     }
     Ok(Exit::Ok)
 }

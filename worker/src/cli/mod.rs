@@ -269,6 +269,27 @@ impl Failure {
     }
 }
 
+/// Prints one line of a command's output. A reader that went away (`| head`)
+/// ends the command quietly and successfully: what it did is done, only the
+/// rest of its output goes unread. Any other write error (a full disk) fails
+/// it, so no output is lost unnoticed.
+fn say(line: impl std::fmt::Display) -> Result<(), Failure> {
+    use std::io::Write;
+    // println! would panic on a closed pipe: Rust ignores SIGPIPE, so the
+    // write returns the error instead of ending the process.
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::new(Exit::Ok, ""))
+        }
+        Err(error) => Err(Failure::new(
+            Exit::Failed,
+            format!("cannot write the output: {error}"),
+        )),
+    }
+}
+
 impl From<ConfigError> for Failure {
     fn from(error: ConfigError) -> Failure {
         Failure::new(Exit::Usage, format!("invalid configuration: {error}"))
@@ -333,7 +354,9 @@ pub fn main_with(registry: &RegistryFactory) -> ExitCode {
     match outcome {
         Ok(exit) => exit.into(),
         Err(failure) => {
-            eprintln!("q8s: {}", failure.message);
+            if !failure.message.is_empty() {
+                eprintln!("q8s: {}", failure.message);
+            }
             failure.exit.into()
         }
     }

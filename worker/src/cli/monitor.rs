@@ -16,8 +16,9 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use super::{Exit, Failure};
+use super::{Exit, Failure, say};
 use crate::config::Config;
 use crate::stat::{self, Stat, StatBoard, State};
 
@@ -25,6 +26,8 @@ use crate::stat::{self, Stat, StatBoard, State};
 const REFRESH: Duration = Duration::from_secs(1);
 /// How long one read may take before the monitor says so and goes on (and `q` works again).
 const READ_LIMIT: Duration = Duration::from_secs(2);
+/// How long the live table waits between looks for a key.
+const KEY_WAIT: Duration = Duration::from_millis(50);
 /// The smallest terminal the table fits: its fixed columns and a short host.
 pub(super) const MIN_WIDTH: u16 = 60;
 /// A header, the column names, one cluster and the footer.
@@ -256,7 +259,7 @@ pub(super) async fn monitor(config: Config, once: bool) -> Result<Exit, Failure>
         // Tall enough for every cluster: the text is printed, not scrolled.
         let height = (view.stats.len() as u16).saturating_add(3).max(MIN_HEIGHT);
         for line in text(&view, width.max(MIN_WIDTH), height) {
-            println!("{line}");
+            say(line)?;
         }
         return Ok(if view.error.is_some() {
             Exit::Unavailable
@@ -264,11 +267,53 @@ pub(super) async fn monitor(config: Config, once: bool) -> Result<Exit, Failure>
             Exit::Ok
         });
     }
+    let mut endings = Endings::new()?;
     let mut terminal = ratatui::try_init()
         .map_err(|e| Failure::new(Exit::Failed, format!("cannot use this terminal: {e}")))?;
-    let outcome = live(&mut terminal, &mut view, board.as_ref(), &opened, &mut last).await;
+    let outcome = live(
+        &mut terminal,
+        &mut view,
+        board.as_ref(),
+        &opened,
+        &mut last,
+        &mut endings,
+    )
+    .await;
     ratatui::restore();
     outcome
+}
+
+/// The signals that end the live table: `kill`, a closed SSH session, an
+/// interrupt sent from elsewhere (in raw mode Ctrl-C is a key, not a signal).
+/// Caught, so the terminal is given back out of raw mode instead of left in it.
+struct Endings {
+    terminate: Signal,
+    hangup: Signal,
+    interrupt: Signal,
+}
+
+impl Endings {
+    fn new() -> Result<Endings, Failure> {
+        let listen = |kind: SignalKind| {
+            signal(kind)
+                .map_err(|e| Failure::new(Exit::Failed, format!("cannot listen for signals: {e}")))
+        };
+        Ok(Endings {
+            terminate: listen(SignalKind::terminate())?,
+            hangup: listen(SignalKind::hangup())?,
+            interrupt: listen(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits `time`, or less when one of the signals arrives: whether one did.
+    async fn within(&mut self, time: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(time) => false,
+            _ = self.terminate.recv() => true,
+            _ = self.hangup.recv() => true,
+            _ = self.interrupt.recv() => true,
+        }
+    }
 }
 
 async fn live(
@@ -277,29 +322,33 @@ async fn live(
     board: &dyn StatBoard,
     opened: &crate::broker::Opened,
     last: &mut Vec<Stat>,
+    endings: &mut Endings,
 ) -> Result<Exit, Failure> {
     let failed = |e: std::io::Error| Failure::new(Exit::Failed, format!("the terminal: {e}"));
     loop {
         terminal.draw(|frame| draw(frame, view)).map_err(failed)?;
         let next = Instant::now() + REFRESH;
-        // Keys are read in short waits, so the next refresh is on time; a
-        // resize redraws at once.
+        // Keys are looked for between short waits, so the next refresh is on
+        // time, a resize redraws at once, and the runtime sees the signals.
         while Instant::now() < next {
-            if event::poll(Duration::from_millis(50)).map_err(failed)? {
-                match event::read().map_err(failed)? {
-                    Event::Key(key) if key.kind == KeyEventKind::Press => {
-                        let control_c = key.code == KeyCode::Char('c')
-                            && key.modifiers.contains(KeyModifiers::CONTROL);
-                        if matches!(key.code, KeyCode::Char('q' | 'Q') | KeyCode::Esc) || control_c
-                        {
-                            return Ok(Exit::Ok);
-                        }
-                    }
-                    Event::Resize(..) => {
-                        terminal.draw(|frame| draw(frame, view)).map_err(failed)?;
-                    }
-                    _ => {}
+            if !event::poll(Duration::ZERO).map_err(failed)? {
+                if endings.within(KEY_WAIT).await {
+                    return Ok(Exit::Ok);
                 }
+                continue;
+            }
+            match event::read().map_err(failed)? {
+                Event::Key(key) if key.kind == KeyEventKind::Press => {
+                    let control_c = key.code == KeyCode::Char('c')
+                        && key.modifiers.contains(KeyModifiers::CONTROL);
+                    if matches!(key.code, KeyCode::Char('q' | 'Q') | KeyCode::Esc) || control_c {
+                        return Ok(Exit::Ok);
+                    }
+                }
+                Event::Resize(..) => {
+                    terminal.draw(|frame| draw(frame, view)).map_err(failed)?;
+                }
+                _ => {}
             }
         }
         // A broker that does not answer holds the table up for at most READ_LIMIT.

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::Map;
 
 use super::commands::{parse_argument, parse_object};
-use super::{Exit, Failure};
+use super::{Exit, Failure, say};
 use crate::config::Config;
 use crate::options::TaskOptions;
 use crate::schedule::{Kind, Schedule, record};
@@ -136,23 +136,23 @@ pub(super) async fn schedule(config: Config, command: ScheduleCommand) -> Result
     match command {
         ScheduleCommand::Create(args) => {
             let id = create(&schedules, *args).await?;
-            println!("{id}");
+            say(id)?;
         }
         ScheduleCommand::List { json } => list(&schedules, json).await?,
         ScheduleCommand::Delete { id } => {
             let schedule = find(&schedules, &id).await?;
             schedules.delete(schedule.id).await?;
-            println!("deleted schedule {}", schedule.id);
+            say(format_args!("deleted schedule {}", schedule.id))?;
         }
         ScheduleCommand::Pause { id } => {
             let schedule = find(&schedules, &id).await?;
             schedules.set_paused(schedule.id, true).await?;
-            println!("paused schedule {}", schedule.id);
+            say(format_args!("paused schedule {}", schedule.id))?;
         }
         ScheduleCommand::Resume { id } => {
             let schedule = find(&schedules, &id).await?;
             schedules.set_paused(schedule.id, false).await?;
-            println!("resumed schedule {}", schedule.id);
+            say(format_args!("resumed schedule {}", schedule.id))?;
         }
     }
     Ok(Exit::Ok)
@@ -228,7 +228,7 @@ async fn list(schedules: &Schedules, json: bool) -> Result<(), Failure> {
     if json {
         let text = serde_json::to_string_pretty(&all)
             .map_err(|e| Failure::new(Exit::Failed, e.to_string()))?;
-        println!("{text}");
+        say(text)?;
         return Ok(());
     }
     let time = |t: Option<DateTime<Utc>>| {
@@ -236,10 +236,10 @@ async fn list(schedules: &Schedules, json: bool) -> Result<(), Failure> {
             t.format("%Y-%m-%d %H:%M:%S").to_string()
         })
     };
-    println!(
+    say(format_args!(
         "{:>5}  {:<16} {:<20} {:<4} {:<19}  {:<19}  {:<7} {:>7}",
         "Id", "Name", "Func", "Type", "Next run (UTC)", "Last run (UTC)", "Success", "Repeats"
-    );
+    ))?;
     for status in all {
         let s = &status.schedule;
         let state = if s.paused {
@@ -247,7 +247,7 @@ async fn list(schedules: &Schedules, json: bool) -> Result<(), Failure> {
         } else {
             status.success.map_or("-".into(), |ok| ok.to_string())
         };
-        println!(
+        say(format_args!(
             "{:>5}  {:<16} {:<20} {:<4} {:<19}  {:<19}  {:<7} {:>7}",
             s.id,
             s.name.as_deref().unwrap_or("-"),
@@ -261,7 +261,7 @@ async fn list(schedules: &Schedules, json: bool) -> Result<(), Failure> {
             time(s.last_run),
             state,
             s.repeats
-        );
+        ))?;
     }
     Ok(())
 }

@@ -62,6 +62,8 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
     let (config, signer, cpus) = tokio::task::spawn_blocking(move || read_setup(config))
         .await
         .map_err(|e| std::io::Error::other(format!("cluster setup: {e}")))??;
+    // A bad DSN stops the cluster before it touches the store.
+    let reporter = crate::report::Reporter::start(&config)?;
     let database = Database::migrate_all(&config).await?;
     let opened = broker::connect(&config, Some(&database)).await?;
     let board = crate::stat::board_of(&opened, &database);
@@ -87,7 +89,6 @@ pub async fn run(config: Config, registry: Registry, spec: WorkerSpec) -> Result
         )
     };
     let metrics = Metrics::new(&config.name);
-    let reporter = crate::report::Reporter::start(&config)?;
     // The scheduler's runs go the way every enqueue goes.
     let producer = Producer::from_parts(Arc::new(config.clone()), signer.clone(), &opened);
     let shared = Arc::new(Shared {

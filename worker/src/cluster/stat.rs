@@ -100,7 +100,8 @@ pub async fn publish_every_interval(
                 .broker_queue
                 .set(i64::try_from(size).unwrap_or(i64::MAX));
         }
-        if let Ok(Some(age)) = shared.broker.oldest_waiting().await {
+        let oldest = shared.broker.oldest_waiting().await;
+        if let Some(age) = oldest.ok().and_then(|o| o.age(&shared.signer, Utc::now())) {
             shared
                 .metrics
                 .broker_queue_age

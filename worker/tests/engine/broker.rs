@@ -663,37 +663,82 @@ async fn redis_stat_board_holds_one_queues_clusters_and_forgets_expired_ones() {
 }
 
 #[tokio::test]
-async fn the_oldest_waiting_packages_age_follows_the_clock_where_the_broker_keeps_it() {
+async fn the_oldest_waiting_packages_age_follows_the_clock_where_the_broker_can_say() {
     for db in backends().await {
         let clock = Clock::manual(Utc::now());
         let broker = broker_on(&db, "age", &clock).await;
-        let Some(empty) = broker.oldest_waiting().await.expect("age") else {
-            // Redis and SQS cannot say: their metric has no series.
-            assert!(
-                matches!(db, Backend::Redis { .. }) || db.label() == "sqs",
-                "{}",
-                db.label()
-            );
+        // SQL says the age; Redis hands over the package, whose enqueue time is inside.
+        let age = async || {
+            let oldest = broker.oldest_waiting().await.expect("the oldest");
+            oldest.age(&signer(), clock.now())
+        };
+        let Some(empty) = age().await else {
+            // SQS cannot say: its metric has no series.
+            assert_eq!(db.label(), "sqs");
             continue;
         };
         assert_eq!(empty, Duration::ZERO, "{}: nothing waits", db.label());
-        broker.enqueue(&package(1), None).await.expect("enqueue");
+        let enqueued_now = |n: i64| {
+            let mut task = Task::new("q8s.echo");
+            task.args = vec![json!(n)];
+            task.enqueued = clock.now();
+            signer().pack(&task).expect("packs")
+        };
+        broker
+            .enqueue(&enqueued_now(1), None)
+            .await
+            .expect("enqueue");
         clock.advance(Duration::from_secs(30));
-        broker.enqueue(&package(2), None).await.expect("enqueue");
+        broker
+            .enqueue(&enqueued_now(2), None)
+            .await
+            .expect("enqueue");
         clock.advance(Duration::from_secs(10));
-        assert_eq!(
-            broker.oldest_waiting().await.expect("age"),
-            Some(Duration::from_secs(40)),
-            "{}",
-            db.label()
-        );
+        assert_eq!(age().await, Some(Duration::from_secs(40)), "{}", db.label());
         // In flight is not waiting: the second is the oldest now.
         assert_eq!(broker.dequeue(1).await.expect("dequeue").len(), 1);
-        assert_eq!(
-            broker.oldest_waiting().await.expect("age"),
-            Some(Duration::from_secs(10)),
-            "{}",
-            db.label()
-        );
+        assert_eq!(age().await, Some(Duration::from_secs(10)), "{}", db.label());
     }
+}
+
+#[tokio::test]
+async fn a_redis_broker_opens_its_waiting_connection_only_when_it_first_waits() {
+    let Some(url) = crate::support::redis_url() else {
+        return;
+    };
+    // Database 13 is this test's alone, so CLIENT LIST there shows its connections only.
+    let base = match url.rsplit_once('/') {
+        Some((base, db)) if !db.is_empty() && db.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => url.as_str(),
+    };
+    let url = format!("{base}/13");
+    let admin = redis::Client::open(format!("{base}/0")).expect("a Redis URL");
+    let mut admin = admin
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut connections = async || {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut admin)
+            .await
+            .expect("client list");
+        list.lines()
+            .filter(|line| line.split_whitespace().any(|field| field == "db=13"))
+            .count()
+    };
+    let leases = q8s::broker::Leases {
+        retry: Duration::from_secs(60),
+        margin: Duration::from_secs(30),
+    };
+    let queue = format!("test-{}-waiting", uuid::Uuid::new_v4().simple());
+    let broker = q8s::broker::RedisBroker::connect(&url, &queue, leases, Clock::system())
+        .await
+        .expect("connect");
+    broker.enqueue(&package(1), None).await.expect("enqueue");
+    // A producer, the operator or the monitor: one connection.
+    assert_eq!(connections().await, 1);
+    broker.wait_for_work(Duration::from_millis(10)).await;
+    assert_eq!(connections().await, 2, "a cluster's wait has its own");
+    broker.purge_queue().await.expect("purge");
 }

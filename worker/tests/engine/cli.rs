@@ -104,6 +104,37 @@ fn config_written_as_toml_loads_back_and_the_schema_prints() {
 }
 
 #[test]
+fn a_reader_that_went_away_ends_the_output_quietly_and_a_full_disk_fails_it() {
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let run = |stdout: std::process::Stdio| {
+        Command::new(env!("CARGO_BIN_EXE_q8s"))
+            .arg("config")
+            .current_dir(folder.path())
+            .env_remove("Q8S_CONFIG")
+            .stdout(stdout)
+            .output()
+            .expect("the q8s binary runs")
+    };
+    // `q8s config | head -0`: the pipe's reader is gone before the first line.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let gone = run(writer.into());
+    assert!(gone.status.success(), "{gone:?}");
+    assert_eq!(stderr(&gone), "", "no panic, no message");
+    let full = std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let full = run(full.into());
+    assert_eq!(full.status.code(), Some(1), "{full:?}");
+    assert!(
+        stderr(&full).contains("cannot write the output"),
+        "{}",
+        stderr(&full)
+    );
+}
+
+#[test]
 fn producer_enqueues_and_stat_reads_on_redis_while_the_store_is_not_there() {
     let Some(redis) = crate::support::redis_url() else {
         return;

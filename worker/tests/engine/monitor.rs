@@ -174,6 +174,86 @@ async fn the_monitor_follows_a_cluster_live_in_a_real_terminal_and_q_quits() {
     }
 }
 
+/// The children of process `pid`, as the kernel lists them.
+fn children(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_signal_ends_the_monitor_and_leaves_the_terminal_out_of_raw_mode() {
+    let db = sqlite();
+    let cluster = ClusterProcess::start(&q8s_binary(), &db, &["label=Signalled"]);
+    let settings = flags(&db, &["label=Signalled"]);
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let modes = folder.path().join("stty");
+    // A shell runs the monitor, then records the terminal's modes once it has ended.
+    let quoted: Vec<String> = monitor_command(&settings, &[])
+        .iter()
+        .map(|arg| format!("'{arg}'"))
+        .collect();
+    let script = format!("{}; stty -a > '{}'", quoted.join(" "), modes.display());
+    let tmux = Tmux {
+        socket: format!("q8s-monitor-signal-test-{}", std::process::id()),
+    };
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "monitor",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    tmux.pane_when("the live table", Duration::from_secs(20), |pane| {
+        pane.contains("Signalled") && pane.contains("q quits")
+    });
+    let shell = tmux.run(&["display-message", "-p", "-t", "monitor", "#{pane_pid}"]);
+    let shell: u32 = String::from_utf8_lossy(&shell.stdout)
+        .trim()
+        .parse()
+        .expect("the pane's process id");
+    let monitor = *children(shell)
+        .first()
+        .expect("the monitor runs under the shell");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal the monitor");
+
+    let asked = Instant::now();
+    let modes = loop {
+        match std::fs::read_to_string(&modes) {
+            Ok(text) if !text.is_empty() => break text,
+            _ => {}
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "the monitor did not end on SIGTERM:\n{}",
+            tmux.pane()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Raw mode turns these off (-icanon -echo); the monitor turned them back on.
+    let words: Vec<&str> = modes.split_whitespace().collect();
+    for mode in ["icanon", "echo", "isig"] {
+        assert!(
+            words.contains(&mode),
+            "{mode} is off after the monitor:\n{modes}"
+        );
+    }
+    drop(cluster);
+}
+
 #[test]
 fn monitor_once_prints_the_table_as_text_for_scripts() {
     let db = sqlite();

@@ -167,7 +167,7 @@ async fn failed_tasks_and_rejected_packages_reach_sentry_as_its_own_envelopes() 
 }
 
 #[test]
-fn a_dsn_that_is_no_dsn_stops_the_cluster_before_it_starts_naming_the_option() {
+fn a_dsn_that_is_no_dsn_stops_the_cluster_before_it_touches_the_store_naming_the_option() {
     let db = sqlite();
     let output = std::process::Command::new(q8s_binary())
         .args(
@@ -185,4 +185,7 @@ fn a_dsn_that_is_no_dsn_stops_the_cluster_before_it_starts_naming_the_option() {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("error_reporter.sentry.dsn"), "{stderr}");
+    // Refused before the migrations: the database was never created.
+    let file = db.url.trim_start_matches("sqlite://");
+    assert!(!std::path::Path::new(file).exists(), "{file} was created");
 }
