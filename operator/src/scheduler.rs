@@ -383,7 +383,9 @@ impl<'a> Pass<'a> {
                 Err(waiting) => return self.wait(waiting).await,
             };
             // 5. Recorded: a slot refused here had run and been recorded before.
+            // The condition the pass rests with goes in the same write.
             self.record(&pending, &fresh);
+            self.scheduled(&schedule, &unreadable);
             if let Written::Conflict = self.write().await? {
                 return Ok(Action::requeue(CONFLICT_RETRY));
             }
@@ -624,6 +626,20 @@ impl<'a> Pass<'a> {
         unreadable: &Option<String>,
         now: DateTime<Utc>,
     ) -> Result<Action, SchedulerError> {
+        let next = self.scheduled(schedule, unreadable);
+        self.write().await?;
+        let mut wait = until(next, now);
+        if self.status.last_task.is_some()
+            && self.status.last_success.is_none()
+            && unreadable.is_none()
+        {
+            wait = wait.min(RESULT_POLL);
+        }
+        Ok(Action::requeue(wait))
+    }
+
+    /// Ready, Scheduled until the next run, which it returns.
+    fn scheduled(&mut self, schedule: &Schedule, unreadable: &Option<String>) -> DateTime<Utc> {
         let next = self
             .status
             .next_run
@@ -635,15 +651,7 @@ impl<'a> Pass<'a> {
             None => format!("next run {next}"),
         };
         self.ready("Scheduled", &message);
-        self.write().await?;
-        let mut wait = until(next, now);
-        if self.status.last_task.is_some()
-            && self.status.last_success.is_none()
-            && unreadable.is_none()
-        {
-            wait = wait.min(RESULT_POLL);
-        }
-        Ok(Action::requeue(wait))
+        next
     }
 
     fn ready(&mut self, reason: &str, message: &str) {

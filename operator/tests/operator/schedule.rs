@@ -1027,3 +1027,67 @@ async fn forbid_without_readable_results_stalls_and_says_why() {
     .await;
     operator.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_costs_two_status_writes_its_slot_written_down_then_recorded() {
+    use futures_util::{StreamExt, TryStreamExt};
+    use kube::api::{WatchEvent, WatchParams};
+    let Some(bed) = Testbed::connect().await else {
+        return;
+    };
+    let Some((namespace, _, _)) = namespace_with_services(&bed, "qschedule-writes").await else {
+        return;
+    };
+    let operator = Operator::start(&bed, &namespace);
+    apply_qcluster(&bed, &namespace, "reports");
+    // No pod works the queue: the run has no result, so nothing follows its writes.
+    let secrets = Api::<Secret>::namespaced(bed.client(), &namespace);
+    eventually("the signing key", || secrets.get("reports-signing-key")).await;
+    let api = Api::<QSchedule>::namespaced(bed.client(), &namespace);
+    let mut changes = api
+        .watch(&WatchParams::default().fields("metadata.name=hourly"), "0")
+        .await
+        .expect("watch")
+        .boxed();
+    apply_schedule(
+        &bed,
+        &namespace,
+        "hourly",
+        "  func: q8s.echo\n  scheduleType: Hourly\n",
+    );
+    let mut writes = Vec::new();
+    let ran = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(change) = changes.try_next().await.expect("a watch event") {
+            if let WatchEvent::Modified(qschedule) = change {
+                let status = qschedule.status.unwrap_or_default();
+                let ready = reason(&status, "Ready") == Some(("True".into(), "Scheduled".into()));
+                writes.push(status);
+                if ready {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(ran.is_ok(), "no run within 30 s: {writes:#?}");
+    // The passes that look for the run's result (every 5 s) write nothing.
+    let more = tokio::time::timeout(Duration::from_secs(8), async {
+        while let Some(change) = changes.try_next().await.expect("a watch event") {
+            if let WatchEvent::Modified(qschedule) = change {
+                return qschedule.status;
+            }
+        }
+        None
+    })
+    .await;
+    assert!(more.is_err(), "a third write: {more:?}");
+    assert_eq!(writes.len(), 2, "{writes:#?}");
+    assert_eq!(
+        writes[0].pending.len(),
+        1,
+        "written down first: {writes:#?}"
+    );
+    assert_eq!(writes[1].runs, 1, "{writes:#?}");
+    assert!(writes[1].pending.is_empty(), "{writes:#?}");
+    operator.stop();
+}

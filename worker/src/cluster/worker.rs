@@ -188,7 +188,16 @@ pub fn run_worker_process(
     // The sentinel may be PID 1 (a container's entrypoint): compare with the
     // parent seen before arming the signal, not with 1.
     let sentinel = nix::unistd::getppid();
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // The sentinel's death, even by kill -9, ends the worker's whole process
+    // group: the programs its tasks started (`exec`) go with it, where the
+    // kernel's SIGKILL would have ended the worker alone and left them running.
+    let mut orphaned = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2])?;
+    std::thread::spawn(move || {
+        if orphaned.forever().next().is_some() {
+            let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), Signal::SIGKILL);
+        }
+    });
+    nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2)?;
     if nix::unistd::getppid() != sentinel {
         // The sentinel died before the parent-death signal was armed.
         return Ok(());

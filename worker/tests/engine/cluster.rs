@@ -1241,6 +1241,46 @@ async fn kill_9_of_the_whole_cluster_mid_load_loses_nothing() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_sentinel_takes_the_programs_its_tasks_started() {
+    let on = every_broker().await.into_iter().next().expect("SQLite");
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let running = folder.path().join("running");
+    // A program that leaves a child of its own running, then waits for it.
+    let script = format!(
+        "#!/bin/sh\nsleep 300 &\necho $! > {}\nwait\n",
+        running.display()
+    );
+    let task = program(folder.path(), "linger", &script);
+    let allow = format!("exec_allow={}/*", folder.path().display());
+    let settings = on.with(&["workers=1", allow.as_str()]);
+    let client = on.client(&settings).await;
+    client
+        .enqueue(TaskRequest::new("exec").arg(task.display().to_string()))
+        .await
+        .expect("enqueue");
+    let cluster = on.cluster(&settings);
+    let started = Instant::now();
+    let sleeper: i32 = loop {
+        let text = std::fs::read_to_string(&running).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse() {
+            break pid;
+        }
+        assert!(started.elapsed() < DEADLINE, "the task did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(alive(sleeper));
+    cluster.kill9();
+    let killed = Instant::now();
+    while alive(sleeper) {
+        if killed.elapsed() > Duration::from_secs(3) {
+            let _ = kill(Pid::from_raw(sleeper), Signal::SIGKILL);
+            panic!("the task's program {sleeper} outlived the sentinel's kill -9");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An executable script `name` in `folder`, for `exec` tasks.
 fn program(folder: &Path, name: &str, text: &str) -> PathBuf {
     let path = folder.join(name);
