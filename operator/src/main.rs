@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 /// The worker image of QClusters that name none, unless `Q8S_WORKER_IMAGE` says otherwise.
-const DEFAULT_IMAGE: &str = "q8s-worker:0.1.0";
+const DEFAULT_IMAGE: &str = concat!("q8s-worker:", env!("CARGO_PKG_VERSION"));
 
 const USAGE: &str = "usage: q8s-operator crds                 print the CRD YAML
        q8s-operator rbac                 print the rules of its roles (the chart's files/rbac.yaml)
@@ -38,8 +38,19 @@ fn main() -> ExitCode {
 fn print(yaml: Result<String, String>) -> ExitCode {
     match yaml {
         Ok(yaml) => {
-            print!("{yaml}");
-            ExitCode::SUCCESS
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(yaml.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                // A reader that went away (`| head`) has what it wanted.
+                Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("q8s-operator: cannot write the YAML: {error}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         Err(error) => {
             eprintln!("q8s-operator: cannot render the YAML: {error}");

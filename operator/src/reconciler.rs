@@ -47,9 +47,10 @@ pub const BROKER_RETRY: Duration = Duration::from_secs(10);
 pub const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 /// The longest pause between two failing passes.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// How long the operator remembers a QCluster it has not reconciled: a
-/// deleted one is never reconciled again, and forgetting a live one (paused,
-/// or stalled on a bad spec) costs no more than one apply when it comes back.
+/// How long the operator remembers a QCluster it has not reconciled.
+///
+/// A deleted one is never reconciled again; forgetting a live one (paused, or
+/// stalled on a bad spec) costs no more than one apply when it comes back.
 pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
 /// How often the memory is looked through for QClusters to forget.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);

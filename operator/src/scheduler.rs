@@ -383,9 +383,14 @@ impl<'a> Pass<'a> {
                 Err(waiting) => return self.wait(waiting).await,
             };
             // 5. Recorded: a slot refused here had run and been recorded before.
-            // The condition the pass rests with goes in the same write.
+            // The condition the pass ends with goes in the same write.
             self.record(&pending, &fresh);
-            self.scheduled(&schedule, &unreadable);
+            match self.finished_message(&schedule) {
+                Some(message) => self.ready("Finished", &message),
+                None => {
+                    self.scheduled(&schedule, &unreadable);
+                }
+            }
             if let Written::Conflict = self.write().await? {
                 return Ok(Action::requeue(CONFLICT_RETRY));
             }
@@ -599,24 +604,30 @@ impl<'a> Pass<'a> {
     /// Done for good: a Once schedule whose slot ran (or passed while
     /// suspended), or no repeats left.
     async fn finished(&mut self, schedule: &Schedule) -> Result<Option<Action>, SchedulerError> {
-        let spec = &self.qschedule.spec;
-        let once = schedule.kind == Kind::Once;
-        let once_ran = once && self.status.runs > 0;
-        let once_over = once && (self.status.runs > 0 || self.status.skipped > 0);
-        let used_up = spec.repeats >= 0 && repeats_left(spec.repeats, self.status.runs) <= 0;
-        if once_ran && spec.repeats < 0 {
+        let once_ran = schedule.kind == Kind::Once && self.status.runs > 0;
+        if once_ran && self.qschedule.spec.repeats < 0 {
             return self.delete().await.map(Some);
         }
-        if !(once_over || used_up) {
+        let Some(message) = self.finished_message(schedule) else {
             return Ok(None);
-        }
-        let message = format!(
-            "ran {} time(s), {} slot(s) skipped; no slot is left",
-            self.status.runs, self.status.skipped
-        );
+        };
         self.ready("Finished", &message);
         self.write().await?;
         Ok(Some(Action::await_change()))
+    }
+
+    /// The Finished condition's message when no slot is left, as [`Pass::finished`] decides.
+    fn finished_message(&self, schedule: &Schedule) -> Option<String> {
+        let spec = &self.qschedule.spec;
+        let once = schedule.kind == Kind::Once;
+        let once_over = once && (self.status.runs > 0 || self.status.skipped > 0);
+        let used_up = spec.repeats >= 0 && repeats_left(spec.repeats, self.status.runs) <= 0;
+        (once_over || used_up).then(|| {
+            format!(
+                "ran {} time(s), {} slot(s) skipped; no slot is left",
+                self.status.runs, self.status.skipped
+            )
+        })
     }
 
     /// Nothing due: Ready until the next slot.

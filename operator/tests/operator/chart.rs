@@ -507,7 +507,7 @@ async fn helm_installs_upgrades_and_uninstalls_the_operator_with_the_example_run
     );
     assert_eq!(
         spec.containers[0].image.as_deref(),
-        Some("q8s-operator:0.1.0")
+        Some(concat!("q8s-operator:", env!("CARGO_PKG_VERSION")))
     );
     assert_eq!(
         spec.security_context.and_then(|s| s.run_as_user),

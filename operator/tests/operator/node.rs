@@ -20,7 +20,7 @@ use crate::support::{
 };
 
 /// The image the node has: e2e/start-node.sh builds and imports it.
-const IMAGE: &str = "q8s-worker:0.1.0";
+const IMAGE: &str = concat!("q8s-worker:", env!("CARGO_PKG_VERSION"));
 
 /// A QCluster `name` with `spec` (indented lines; tolerating the node's taint
 /// is added) in a namespace of its own, on the node's Redis, with its

@@ -1060,6 +1060,11 @@ async fn a_run_costs_two_status_writes_its_slot_written_down_then_recorded() {
         while let Some(change) = changes.try_next().await.expect("a watch event") {
             if let WatchEvent::Modified(qschedule) = change {
                 let status = qschedule.status.unwrap_or_default();
+                // Counted from the slot written down: a pass that ran before the
+                // scheduler saw the QCluster may have written a wait first.
+                if writes.is_empty() && status.pending.is_empty() {
+                    continue;
+                }
                 let ready = reason(&status, "Ready") == Some(("True".into(), "Scheduled".into()));
                 writes.push(status);
                 if ready {

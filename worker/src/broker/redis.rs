@@ -159,14 +159,15 @@ return extended
 
 /// The oldest waiting package: the first id from the right (popping) end of
 /// the waiting list whose package is still there, looking at up to 100 ids.
-/// Returns the package, 0 when nothing waits, or 1 when only stale ids were seen.
+/// Returns the package, 0 when nothing waits (every id seen was stale, and
+/// none is beyond them), or 1 when 100 stale ids hid the rest.
 const OLDEST: &str = r"
 local ids = redis.call('LRANGE', KEYS[1], -100, -1)
 for i = #ids, 1, -1 do
   local package = redis.call('HGET', KEYS[2], ids[i])
   if package then return package end
 end
-if #ids == 0 then return 0 end
+if #ids < 100 then return 0 end
 return 1
 ";
 

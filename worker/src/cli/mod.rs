@@ -258,6 +258,8 @@ enum FailuresCommand {
 pub struct Failure {
     exit: Exit,
     message: String,
+    /// Ends the command with `exit` and says nothing: its output's reader went away.
+    quiet: bool,
 }
 
 impl Failure {
@@ -265,6 +267,16 @@ impl Failure {
         Failure {
             exit,
             message: message.into(),
+            quiet: false,
+        }
+    }
+
+    /// The end of a command whose output nobody reads any more: success, silently.
+    fn quiet() -> Failure {
+        Failure {
+            exit: Exit::Ok,
+            message: String::new(),
+            quiet: true,
         }
     }
 }
@@ -280,9 +292,7 @@ fn say(line: impl std::fmt::Display) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
         Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
-            Err(Failure::new(Exit::Ok, ""))
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::quiet()),
         Err(error) => Err(Failure::new(
             Exit::Failed,
             format!("cannot write the output: {error}"),
@@ -354,7 +364,7 @@ pub fn main_with(registry: &RegistryFactory) -> ExitCode {
     match outcome {
         Ok(exit) => exit.into(),
         Err(failure) => {
-            if !failure.message.is_empty() {
+            if !failure.quiet {
                 eprintln!("q8s: {}", failure.message);
             }
             failure.exit.into()

@@ -243,10 +243,14 @@ async fn refresh(
 
 /// `q8s monitor`: live until `q`, or once when asked or when stdout is no terminal.
 pub(super) async fn monitor(config: Config, once: bool) -> Result<Exit, Failure> {
-    let board = stat::board(&config, None).await?;
     let opened = crate::broker::connect(&config, None)
         .await
         .map_err(|e| Failure::from(crate::client::ClientError::from(e)))?;
+    // Redis keeps the Stats itself: its board is the connection just opened.
+    let board = match &opened.board {
+        Some(board) => board.clone(),
+        None => stat::board(&config, None).await?,
+    };
     let mut view = View {
         label: config.label.clone(),
         name: config.name.clone(),

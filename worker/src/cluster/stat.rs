@@ -101,12 +101,16 @@ pub async fn publish_every_interval(
                 .set(i64::try_from(size).unwrap_or(i64::MAX));
         }
         let oldest = shared.broker.oldest_waiting().await;
-        if let Some(age) = oldest.ok().and_then(|o| o.age(&shared.signer, Utc::now())) {
-            shared
-                .metrics
-                .broker_queue_age
-                .get_or_create(&Vec::new())
-                .set(age.as_secs_f64());
+        let ages = &shared.metrics.broker_queue_age;
+        match oldest.ok().and_then(|o| o.age(&shared.signer, Utc::now())) {
+            Some(age) => {
+                ages.get_or_create(&Vec::new()).set(age.as_secs_f64());
+            }
+            // Unknown now (a failed read, a package signed with a retired key):
+            // no series rather than a stale age.
+            None => {
+                ages.remove(&Vec::new());
+            }
         }
         tokio::time::sleep(STAT_INTERVAL).await;
     }

@@ -151,6 +151,18 @@ fn kill_group(pid: u32) {
     }
 }
 
+/// SIGKILL to this worker's process group when it leads one (the sentinel
+/// starts it so); else, started some other way, to this process alone, so a
+/// caller's group is never touched.
+fn end_group() {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::{getpgrp, getpid};
+    if getpgrp() != getpid() || killpg(getpgrp(), Signal::SIGKILL).is_err() {
+        let _ = kill(getpid(), Signal::SIGKILL);
+        std::process::exit(1);
+    }
+}
+
 /// Resident memory of process `pid` (or `self`) in KiB.
 pub fn rss_kib_of(pid: &str) -> u64 {
     proc_kib(pid, "status", "VmRSS:")
@@ -192,11 +204,13 @@ pub fn run_worker_process(
     // group: the programs its tasks started (`exec`) go with it, where the
     // kernel's SIGKILL would have ended the worker alone and left them running.
     let mut orphaned = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2])?;
-    std::thread::spawn(move || {
-        if orphaned.forever().next().is_some() {
-            let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), Signal::SIGKILL);
-        }
-    });
+    std::thread::Builder::new()
+        .name("orphaned".into())
+        .spawn(move || {
+            if orphaned.forever().next().is_some() {
+                end_group();
+            }
+        })?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2)?;
     if nix::unistd::getppid() != sentinel {
         // The sentinel died before the parent-death signal was armed.

@@ -25,8 +25,25 @@ pub const DEFAULT_FILE: &str = "q8s.toml";
 /// The broker and store when nothing is configured: SQLite in the current folder.
 pub const DEFAULT_DATABASE: &str = "sqlite://q8s.db";
 
-/// Environment variables that start with `Q8S_` but are not options.
-const NON_OPTION_VARIABLES: &[&str] = &["Q8S_CONFIG", "Q8S_LOG"];
+/// Environment variables that start with `Q8S_` but are not options: q8s's own,
+/// the operator's and the repository's scripts' (a test finds any missing).
+const NON_OPTION_VARIABLES: &[&str] = &[
+    "Q8S_CONFIG",
+    "Q8S_LOG",
+    "Q8S_LOG_FORMAT",
+    // The operator sets it in every pod it makes, for the Stat's node.
+    crate::stat::NODE_VAR,
+    "Q8S_WORKER_IMAGE",
+    "Q8S_BLESS",
+    "Q8S_CACHE_DIR",
+    "Q8S_IMAGE_CACHE",
+    "Q8S_SERVICES_DIR",
+    "Q8S_GO_JOBS",
+    "Q8S_REDIS_PROFILE",
+    "Q8S_PG_PROFILE",
+    "Q8S_KIND_IMAGE",
+    "Q8S_KIND_CLUSTER",
+];
 /// Prefixes of environment variables reserved for the test suite and its test bed.
 const TEST_VARIABLE_PREFIXES: &[&str] = &["Q8S_TEST_", "Q8S_TESTBED_"];
 
@@ -525,6 +542,53 @@ mod tests {
         assert!(
             !not_an_option("Q8S_SERVICE_HOST"),
             "warned about, not silently skipped"
+        );
+    }
+
+    #[test]
+    fn every_q8s_variable_the_repository_uses_is_an_option_or_known_to_be_none() {
+        fn words(path: &std::path::Path, found: &mut std::collections::BTreeSet<String>) {
+            if path.is_dir() {
+                for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                    words(&entry.path(), found);
+                }
+                return;
+            }
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for (at, _) in text.match_indices("Q8S_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                found.insert(name);
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut found = std::collections::BTreeSet::new();
+        for folder in [
+            "scripts",
+            "e2e",
+            ".ci",
+            "operator/src",
+            "worker/src",
+            "charts",
+        ] {
+            words(&root.join(folder), &mut found);
+        }
+        assert!(
+            found.contains("Q8S_NODE_NAME"),
+            "the scan reads the sources"
+        );
+        let unknown: Vec<&String> = found
+            .iter()
+            // A prefix (`Q8S_TEST_`) or a Kubernetes Service variable, warned about by design.
+            .filter(|name| !name.ends_with('_') && !name.starts_with("Q8S_SERVICE_"))
+            .filter(|name| !not_an_option(name))
+            .filter(|name| !options::is_option(&name["Q8S_".len()..].to_ascii_lowercase()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{unknown:?} are neither options nor in NON_OPTION_VARIABLES: q8s would warn about them"
         );
     }
 

@@ -696,8 +696,18 @@ async fn the_oldest_waiting_packages_age_follows_the_clock_where_the_broker_can_
         clock.advance(Duration::from_secs(10));
         assert_eq!(age().await, Some(Duration::from_secs(40)), "{}", db.label());
         // In flight is not waiting: the second is the oldest now.
-        assert_eq!(broker.dequeue(1).await.expect("dequeue").len(), 1);
+        let first = broker.dequeue(1).await.expect("dequeue");
+        assert_eq!(first.len(), 1);
         assert_eq!(age().await, Some(Duration::from_secs(10)), "{}", db.label());
+        // Done with both: nothing waits again.
+        let second = broker.dequeue(1).await.expect("dequeue");
+        for delivery in first.iter().chain(&second) {
+            broker
+                .acknowledge(&delivery.receipt)
+                .await
+                .expect("acknowledge");
+        }
+        assert_eq!(age().await, Some(Duration::ZERO), "{}", db.label());
     }
 }
 
@@ -740,5 +750,5 @@ async fn a_redis_broker_opens_its_waiting_connection_only_when_it_first_waits() 
     assert_eq!(connections().await, 1);
     broker.wait_for_work(Duration::from_millis(10)).await;
     assert_eq!(connections().await, 2, "a cluster's wait has its own");
-    broker.purge_queue().await.expect("purge");
+    broker.delete_queue().await.expect("delete the queue");
 }
