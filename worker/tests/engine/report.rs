@@ -20,47 +20,64 @@ fn sentry_endpoint() -> (u16, mpsc::Receiver<(String, sentry::Envelope)>) {
     let (sender, envelopes) = mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("a stream"));
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
-            }
-            let path = request
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .to_string();
-            let (mut length, mut gzip) = (0usize, false);
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                    break;
-                }
-                let lower = header.to_ascii_lowercase();
-                if let Some(value) = lower.strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                gzip |= lower.starts_with("content-encoding:") && lower.contains("gzip");
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            if gzip {
-                let mut plain = Vec::new();
-                let _ = flate2::read::GzDecoder::new(body.as_slice()).read_to_end(&mut plain);
-                body = plain;
-            }
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
-            );
-            if let Ok(envelope) = sentry::Envelope::from_slice(&body) {
-                let _ = sender.send((path, envelope));
-            }
+            let Ok(stream) = stream else { continue };
+            let sender = sender.clone();
+            // A connection of its own: Sentry's client keeps it alive and sends
+            // the next envelope on it, as it does to Sentry itself.
+            std::thread::spawn(move || serve_envelopes(stream, &sender));
         }
     });
     (port, envelopes)
+}
+
+/// Answers each envelope POSTed on `stream`, one after another until the client
+/// closes it, and sends it on decoded with the path it came to.
+fn serve_envelopes(
+    mut stream: std::net::TcpStream,
+    sender: &mpsc::Sender<(String, sentry::Envelope)>,
+) {
+    let mut reader = BufReader::new(stream.try_clone().expect("a stream"));
+    loop {
+        let mut request = String::new();
+        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let (mut length, mut gzip) = (0usize, false);
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                break;
+            }
+            let lower = header.to_ascii_lowercase();
+            if let Some(value) = lower.strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+            gzip |= lower.starts_with("content-encoding:") && lower.contains("gzip");
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if gzip {
+            let mut plain = Vec::new();
+            let _ = flate2::read::GzDecoder::new(body.as_slice()).read_to_end(&mut plain);
+            body = plain;
+        }
+        let answered = stream.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+        );
+        if let Ok(envelope) = sentry::Envelope::from_slice(&body) {
+            let _ = sender.send((path, envelope));
+        }
+        if answered.is_err() {
+            return;
+        }
+    }
 }
 
 /// The events that arrive within `within`, with the paths they came to.
