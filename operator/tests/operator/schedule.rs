@@ -7,8 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use q8s::TaskRecord;
 use q8s::schedule::{Kind, record::recurrence};
@@ -52,15 +51,8 @@ fn apply_qcluster(bed: &Testbed, namespace: &str, name: &str) {
 
 /// A pod of QCluster `name`, once its Deployment and signing key exist.
 async fn start_pod(bed: &Testbed, namespace: &str, name: &str) -> Pod {
-    let client = bed.client();
-    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
-    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), namespace);
-    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
-    let deployment = eventually("the Deployment", || deployments.get(name)).await;
-    let key = format!("{name}-signing-key");
-    eventually("the signing key", || secrets.get(&key)).await;
-    let template = deployment.spec.expect("a spec").template;
-    Pod::start(&template, &config_maps, &secrets).await
+    let mut pods = Pod::start_of(&bed.client(), namespace, name, 1).await;
+    pods.pop().expect("one pod")
 }
 
 /// The scheduler of `namespace`'s QSchedules, running in this test process.

@@ -92,18 +92,12 @@ async fn accept(
                     reason: error.category().to_string(),
                 })
                 .inc();
-            tracing::error!(
-                receipt = %delivery.receipt.0,
-                reason = error.category(),
-                "rejected a package that does not unpack; it is failed with the broker and never run: {error}"
+            let message = format!(
+                "rejected a package ({}) that does not unpack; it is failed with the broker and never run: {error}",
+                error.category()
             );
-            shared.reporter.cluster_error(
-                "rejected_package",
-                &format!(
-                    "rejected a package ({}) that does not unpack; it never ran: {error}",
-                    error.category()
-                ),
-            );
+            tracing::error!(receipt = %delivery.receipt.0, reason = error.category(), "{message}");
+            shared.reporter.cluster_error("rejected_package", &message);
             if let Err(error) = shared.broker.fail(&delivery.receipt).await {
                 tracing::error!("cannot fail the rejected package with the broker: {error}");
             }

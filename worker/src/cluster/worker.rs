@@ -155,12 +155,11 @@ fn kill_group(pid: u32) {
 /// starts it so); else, started some other way, to this process alone, so a
 /// caller's group is never touched.
 fn end_group() {
-    use nix::sys::signal::{Signal, kill, killpg};
-    use nix::unistd::{getpgrp, getpid};
-    if getpgrp() != getpid() || killpg(getpgrp(), Signal::SIGKILL).is_err() {
-        let _ = kill(getpid(), Signal::SIGKILL);
-        std::process::exit(1);
+    if nix::unistd::getpgrp() == nix::unistd::getpid() {
+        kill_group(std::process::id());
     }
+    // Not the group's leader, or the kill failed.
+    std::process::exit(1);
 }
 
 /// Resident memory of process `pid` (or `self`) in KiB.
